@@ -1,0 +1,1 @@
+//! fdt (in progress)

@@ -1,0 +1,1 @@
+//! Guest fetch (in progress)

@@ -1,0 +1,10 @@
+//! # duvisor — the VM plane
+//!
+//! A user-level hypervisor: one process per VM, one vthread per vCPU, handling every VM exit
+//! itself through the DV-Ext interface, with the devices of a QEMU `virt`-compatible platform.
+
+pub mod console;
+pub mod devices;
+pub mod fdt;
+pub mod guest_fetch;
+pub mod loader;

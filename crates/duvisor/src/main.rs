@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("duvisor: under construction");
+    std::process::exit(2);
+}

@@ -1,0 +1,1 @@
+//! DV-driver (in progress)

@@ -1,0 +1,1 @@
+//! Instruction decoder (filled in by the decoder work).

@@ -1,0 +1,1 @@
+//! Floating-point unit (filled in by the FPU work).

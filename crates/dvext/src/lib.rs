@@ -1,0 +1,14 @@
+//! # dvext — the DV-Ext hardware model
+//!
+//! A RISC-V hart (RV64IMAFDC, Zicsr, Zifencei, Zicntr, Sstc) that runs guests in VS/VU mode,
+//! with two-stage translation, the physical memory checker, and the DV-Ext interface through
+//! which a user-level hypervisor handles every VM exit: HU CSRs, `huret`, `hufence.gvma`,
+//! `hlv`/`hlvx`/`hsv`, and user-level interrupt doorbells. See `docs/dv-ext.md`.
+
+pub mod csr;
+pub mod hart;
+pub mod phys_mem;
+pub mod pmc;
+
+pub use phys_mem::{PhysMemory, PAGE_SIZE};
+pub use pmc::{Pmc, Vmid};
