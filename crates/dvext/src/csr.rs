@@ -95,8 +95,13 @@ pub const HSTATUS_VTVM: u64 = 1 << 20;
 pub const HSTATUS_VTW: u64 = 1 << 21;
 pub const HSTATUS_VTSR: u64 = 1 << 22;
 pub const HSTATUS_VSXL_64: u64 = 2 << 32;
-pub const HSTATUS_WRITABLE: u64 =
-    HSTATUS_GVA | HSTATUS_SPV | HSTATUS_SPVP | HSTATUS_HU | HSTATUS_VTVM | HSTATUS_VTW | HSTATUS_VTSR;
+pub const HSTATUS_WRITABLE: u64 = HSTATUS_GVA
+    | HSTATUS_SPV
+    | HSTATUS_SPVP
+    | HSTATUS_HU
+    | HSTATUS_VTVM
+    | HSTATUS_VTW
+    | HSTATUS_VTSR;
 
 // ---- Interrupt bits ----
 /// Supervisor-level bit positions as the guest sees them in sip/sie.

@@ -6,9 +6,18 @@
 //! `hlv`/`hlvx`/`hsv`, and user-level interrupt doorbells. See `docs/dv-ext.md`.
 
 pub mod csr;
+pub mod doorbell;
+pub mod exit;
 pub mod hart;
 pub mod phys_mem;
+pub mod platform;
 pub mod pmc;
+pub mod timer;
 
+pub use doorbell::{DoorbellError, Interrupter, RemoteFence};
+pub use exit::{Emergency, Exit, HaltReason};
+pub use hart::{GuestAccessFault, Hart, HartStats, NoSuchCsr};
 pub use phys_mem::{PhysMemory, PAGE_SIZE};
+pub use platform::{HypervisorControl, Platform, PlatformError};
 pub use pmc::{Pmc, Vmid};
+pub use timer::{Timebase, TIMEBASE_HZ};

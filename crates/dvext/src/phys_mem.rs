@@ -31,7 +31,9 @@ unsafe impl Sync for PhysMemory {}
 
 impl std::fmt::Debug for PhysMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PhysMemory").field("size", &self.size).finish()
+        f.debug_struct("PhysMemory")
+            .field("size", &self.size)
+            .finish()
     }
 }
 
@@ -78,7 +80,8 @@ impl PhysMemory {
     /// Whether `[hpa, hpa + len)` lies inside the arena.
     #[inline]
     pub fn contains(&self, hpa: u64, len: u64) -> bool {
-        hpa.checked_add(len).is_some_and(|end| end <= self.size as u64)
+        hpa.checked_add(len)
+            .is_some_and(|end| end <= self.size as u64)
     }
 
     /// Host address of `hpa`. Callers must have bounds-checked `hpa` (and PMC-checked it).
@@ -118,7 +121,8 @@ impl PhysMemory {
         assert!(self.contains(hpa, 8) && hpa % 8 == 0, "bad PTE address");
         self.note_store(hpa, 8);
         // SAFETY: in bounds and 8-aligned (checked above).
-        unsafe { AtomicU64::from_ptr(self.host_addr(hpa) as *mut u64) }.store(val, Ordering::Release)
+        unsafe { AtomicU64::from_ptr(self.host_addr(hpa) as *mut u64) }
+            .store(val, Ordering::Release)
     }
 
     /// Copy out of the arena. Returns false (copying nothing) if out of range.
@@ -162,6 +166,51 @@ impl PhysMemory {
     pub(crate) fn load_u16_unchecked(&self, hpa: u64) -> u16 {
         // SAFETY: callers guarantee `hpa` is in range and 2-aligned.
         unsafe { AtomicU16::from_ptr(self.host_addr(hpa) as *mut u16) }.load(Ordering::Relaxed)
+    }
+
+    /// Little-endian read of `size` (1, 2, 4, 8) bytes; `[hpa, hpa+size)` must be in range.
+    #[inline]
+    pub(crate) fn read_sized(&self, hpa: u64, size: u64) -> u64 {
+        debug_assert!(self.contains(hpa, size));
+        let h = self.host_addr(hpa);
+        if hpa % size == 0 {
+            // SAFETY: in range (caller) and naturally aligned (checked).
+            unsafe {
+                match size {
+                    1 => AtomicU8::from_ptr(h as *mut u8).load(Ordering::Relaxed) as u64,
+                    2 => AtomicU16::from_ptr(h as *mut u16).load(Ordering::Relaxed) as u64,
+                    4 => AtomicU32::from_ptr(h as *mut u32).load(Ordering::Relaxed) as u64,
+                    _ => AtomicU64::from_ptr(h as *mut u64).load(Ordering::Relaxed),
+                }
+            }
+        } else {
+            (0..size).fold(0, |v, i| {
+                v | (self.load_u8_unchecked(hpa + i) as u64) << (8 * i)
+            })
+        }
+    }
+
+    /// Little-endian write of the low `size` bytes of `v`; the range must be in the arena.
+    /// Does not invalidate code (callers do, once per access).
+    #[inline]
+    pub(crate) fn write_sized(&self, hpa: u64, size: u64, v: u64) {
+        debug_assert!(self.contains(hpa, size));
+        let h = self.host_addr(hpa);
+        if hpa % size == 0 {
+            // SAFETY: in range (caller) and naturally aligned (checked).
+            unsafe {
+                match size {
+                    1 => AtomicU8::from_ptr(h as *mut u8).store(v as u8, Ordering::Relaxed),
+                    2 => AtomicU16::from_ptr(h as *mut u16).store(v as u16, Ordering::Relaxed),
+                    4 => AtomicU32::from_ptr(h as *mut u32).store(v as u32, Ordering::Relaxed),
+                    _ => AtomicU64::from_ptr(h as *mut u64).store(v, Ordering::Relaxed),
+                }
+            }
+        } else {
+            for i in 0..size {
+                self.store_u8_unchecked(hpa + i, (v >> (8 * i)) as u8);
+            }
+        }
     }
 
     // ---- Decoded-code tracking ----

@@ -29,12 +29,17 @@ impl Pmc {
 
     /// Remove every grant of `vmid`.
     pub(crate) fn revoke_all(&self, vmid: Vmid) {
-        self.grants.write().unwrap_or_else(|e| e.into_inner()).remove(&vmid);
+        self.grants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&vmid);
     }
 
     /// Whether `vmid` may access `[hpa, hpa + len)` (which must lie inside one grant).
     pub fn check(&self, vmid: Vmid, hpa: u64, len: u64) -> bool {
-        let Some(end) = hpa.checked_add(len) else { return false };
+        let Some(end) = hpa.checked_add(len) else {
+            return false;
+        };
         let g = self.grants.read().unwrap_or_else(|e| e.into_inner());
         g.get(&vmid)
             .is_some_and(|ranges| ranges.iter().any(|&(b, e)| b <= hpa && end <= e))

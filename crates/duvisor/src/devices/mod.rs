@@ -1,6 +1,14 @@
 //! Emulated devices of the guest platform (QEMU `virt` layout) and the traits that connect them
 //! to the MMIO exit path and to interrupt delivery.
 
+pub mod bus;
+pub mod plic;
+pub mod uart;
+
+pub use bus::{BusError, MmioBus};
+pub use plic::Plic;
+pub use uart::Uart;
+
 /// A device reached through MMIO exits. Called from vthreads (and tests) concurrently, so
 /// implementations synchronise internally.
 pub trait MmioDevice: Send + Sync {

@@ -1,6 +1,540 @@
-//! The hart: guest execution engine and its DV-Ext interface.
+//! The hart: guest execution engine behind the DV-Ext interface.
+//!
+//! A [`Hart`] is owned by one host thread (DuVisor's vthread for that vCPU). Its public methods
+//! are the DV-Ext ISA as seen from HU-mode: HU CSR access, `huret`, `hufence_gvma`, and the
+//! hypervisor load/store instructions. Other threads reach it only through doorbells.
 
+mod block;
+mod cpu;
 pub mod decode;
+mod exec;
 pub mod fpu;
+mod guest_csr;
 pub mod inst;
+mod memory;
 pub mod mmu;
+mod tlb;
+mod trap;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use block::{Block, BlockCache, MAX_BLOCK_INSTS};
+use cpu::{Cpu, POLL_INTERVAL};
+use exec::Flow;
+use inst::Inst;
+use mmu::Access;
+use trap::Trap;
+
+use crate::csr::{self, *};
+use crate::doorbell::{req, HartShared};
+use crate::exit::Exit;
+use crate::phys_mem::PAGE_SIZE;
+use crate::platform::PlatformInner;
+use crate::pmc::Vmid;
+
+pub use trap::transformed_inst;
+
+/// An HU CSR access that names no CSR this hart implements.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("no HU-accessible CSR {0:#05x}")]
+pub struct NoSuchCsr(pub u16);
+
+/// A fault taken by a hypervisor load/store (`hlv`/`hsv`) issued from HU-mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("guest access fault: cause {cause}, tval {tval:#x}, gpa {gpa:#x}")]
+pub struct GuestAccessFault {
+    pub cause: u64,
+    pub tval: u64,
+    pub gpa: u64,
+}
+
+/// Execution counters of one hart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HartStats {
+    pub instret: u64,
+    pub blocks_cached: usize,
+}
+
+pub struct Hart {
+    cpu: Cpu,
+    cache: BlockCache,
+}
+
+impl std::fmt::Debug for Hart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hart")
+            .field("vmid", &self.cpu.vmid)
+            .field("vcpu", &self.cpu.vcpu_id)
+            .finish()
+    }
+}
+
+impl Hart {
+    pub(crate) fn new(platform: Arc<PlatformInner>, shared: Arc<HartShared>) -> Self {
+        Hart {
+            cpu: Cpu::new(platform, shared),
+            cache: BlockCache::new(),
+        }
+    }
+
+    pub fn vmid(&self) -> Vmid {
+        self.cpu.vmid
+    }
+
+    pub fn vcpu_id(&self) -> u32 {
+        self.cpu.vcpu_id
+    }
+
+    pub fn stats(&self) -> HartStats {
+        HartStats {
+            instret: self.cpu.instret,
+            blocks_cached: self.cache.len(),
+        }
+    }
+
+    // ---------------------------------------------------------------- guest registers
+
+    /// Guest integer register `r` (as saved on the exit).
+    pub fn gpr(&self, r: usize) -> u64 {
+        if r == 0 || r > 31 {
+            0
+        } else {
+            self.cpu.x[r]
+        }
+    }
+
+    pub fn set_gpr(&mut self, r: usize, v: u64) {
+        if (1..32).contains(&r) {
+            self.cpu.x[r] = v;
+        }
+    }
+
+    /// Guest FP register `r` (raw 64 bits).
+    pub fn fpr(&self, r: usize) -> u64 {
+        self.cpu.f[r & 31]
+    }
+
+    pub fn set_fpr(&mut self, r: usize, v: u64) {
+        self.cpu.f[r & 31] = v;
+    }
+
+    // ---------------------------------------------------------------- HU CSRs
+
+    /// Read an HU-accessible CSR: the user trap registers, the HU CSRs, and the VS CSRs in the
+    /// 0x400 range.
+    pub fn csr_read(&mut self, n: u16) -> Result<u64, NoSuchCsr> {
+        let c = &mut self.cpu;
+        Ok(match n {
+            csr::UEPC => c.uepc,
+            csr::UCAUSE => c.ucause,
+            csr::UTVAL => c.utval,
+            csr::UTVEC => c.utvec,
+            HUSTATUS => c.hstatus,
+            HUEDELEG => c.hedeleg,
+            HUIDELEG => c.hideleg,
+            HUIE => c.hie,
+            HUTIMEDELTA => c.htimedelta,
+            HUCOUNTEREN => c.hcounteren,
+            HUENVCFG => c.henvcfg,
+            HUTVAL => c.htval,
+            HUIP => {
+                c.update_vstip();
+                c.shared.hvip.load(Ordering::SeqCst) | if c.vstip { MIP_VSTIP } else { 0 }
+            }
+            HUVIP => c.shared.hvip.load(Ordering::SeqCst),
+            HUTINST => c.htinst,
+            HUGATP => c.hgatp,
+            HUVCPUID => c.vcpu_id as u64,
+            HUVMID => c.vmid as u64,
+            HUVSSTATUS => c.vsstatus,
+            HUVSIE => (c.hie & VS_IRQS) >> 1,
+            HUVSTVEC => c.vstvec,
+            HUVSSCRATCH => c.vsscratch,
+            HUVSEPC => c.vsepc,
+            HUVSCAUSE => c.vscause,
+            HUVSTVAL => c.vstval,
+            HUVSIP => {
+                c.update_vstip();
+                let hvip =
+                    c.shared.hvip.load(Ordering::SeqCst) | if c.vstip { MIP_VSTIP } else { 0 };
+                (hvip & VS_IRQS) >> 1
+            }
+            HUVSTIMECMP => c.vstimecmp,
+            HUVSATP => c.vsatp,
+            csr::FCSR => (c.frm as u64) << 5 | c.fflags as u64,
+            csr::TIME => c.time(),
+            _ => return Err(NoSuchCsr(n)),
+        })
+    }
+
+    /// Write an HU-accessible CSR (read-only ones, such as hutval, are accepted and ignored
+    /// only where the H extension makes them writable; others report `NoSuchCsr`).
+    pub fn csr_write(&mut self, n: u16, v: u64) -> Result<(), NoSuchCsr> {
+        let c = &mut self.cpu;
+        match n {
+            csr::UEPC => c.uepc = v & !1,
+            csr::UCAUSE => c.ucause = v,
+            csr::UTVAL => c.utval = v,
+            csr::UTVEC => c.utvec = v,
+            HUSTATUS => c.hstatus = (c.hstatus & !HSTATUS_WRITABLE) | (v & HSTATUS_WRITABLE),
+            HUEDELEG => {
+                // Causes that can never be handled by the guest itself are read-only zero.
+                let fixed0 = (1 << cause::ECALL_VS)
+                    | (1 << cause::INST_GUEST_PAGE_FAULT)
+                    | (1 << cause::LOAD_GUEST_PAGE_FAULT)
+                    | (1 << cause::VIRTUAL_INST)
+                    | (1 << cause::STORE_GUEST_PAGE_FAULT);
+                c.hedeleg = v & 0xffff & !fixed0 | v & (0xf << 24) & !fixed0;
+                c.hedeleg &= 0xb1ff;
+            }
+            HUIDELEG => c.hideleg = v & VS_IRQS,
+            HUIE => c.hie = v & VS_IRQS,
+            HUTIMEDELTA => c.htimedelta = v,
+            HUCOUNTEREN => c.hcounteren = v & 0xffff_ffff,
+            HUENVCFG => c.henvcfg = v & ENVCFG_STCE,
+            HUTVAL => c.htval = v,
+            HUIP | HUVIP => {
+                // VSSIP/VSTIP/VSEIP are writable here (hvip); huip's VSSIP aliases it.
+                let keep = if n == HUIP { MIP_VSTIP | MIP_VSEIP } else { 0 };
+                let cur = c.shared.hvip.load(Ordering::SeqCst);
+                c.shared
+                    .hvip
+                    .store((cur & keep) | (v & VS_IRQS & !keep), Ordering::SeqCst);
+            }
+            HUTINST => c.htinst = v,
+            HUGATP => {
+                let mode = v >> 60;
+                if matches!(mode, 0 | HGATP_MODE_SV39X4 | HGATP_MODE_SV48X4) {
+                    // The VMID field is fixed by the driver: a VM cannot claim another's.
+                    let vmid_mask = ((1u64 << HGATP_VMID_BITS) - 1) << HGATP_VMID_SHIFT;
+                    c.hgatp = (v & !vmid_mask & ((0xf << 60) | ATP_PPN_MASK & !3))
+                        | ((c.vmid as u64) << HGATP_VMID_SHIFT);
+                    c.tlb.flush_all();
+                }
+            }
+            HUVSSTATUS => c.write_vsstatus(v),
+            HUVSIE => c.hie = (c.hie & !VS_IRQS) | ((v << 1) & VS_IRQS),
+            HUVSTVEC => c.vstvec = v,
+            HUVSSCRATCH => c.vsscratch = v,
+            HUVSEPC => c.vsepc = v & !1,
+            HUVSCAUSE => c.vscause = v,
+            HUVSTVAL => c.vstval = v,
+            HUVSIP => {
+                let cur = c.shared.hvip.load(Ordering::SeqCst);
+                let n = (cur & !MIP_VSSIP) | ((v << 1) & MIP_VSSIP);
+                c.shared.hvip.store(n, Ordering::SeqCst);
+            }
+            HUVSTIMECMP => {
+                c.vstimecmp = v;
+                c.update_vstip();
+            }
+            HUVSATP => c.write_vsatp(v),
+            csr::FCSR => {
+                c.fflags = (v & 0x1f) as u8;
+                c.frm = ((v >> 5) & 7) as u8;
+            }
+            _ => return Err(NoSuchCsr(n)),
+        }
+        c.poll = 0;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- fences
+
+    /// `hufence.gvma`: drop cached translations derived from the G-stage table. `gpa` limits
+    /// the flush to one guest-physical page (the software TLB is virtually indexed, so a
+    /// by-address flush still drops every entry; it is exact, never stale). `vmid` other than
+    /// this hart's flushes nothing.
+    pub fn hufence_gvma(&mut self, vmid: Option<Vmid>, _gpa: Option<u64>) {
+        if vmid.is_none_or(|v| v == self.cpu.vmid) {
+            self.cpu.tlb.flush_all();
+        }
+    }
+
+    // ---------------------------------------------------------------- hlv / hsv
+
+    fn guest_access_ctx(&self) -> usize {
+        if self.cpu.hstatus & HSTATUS_SPVP != 0 {
+            if self.cpu.vsstatus & SSTATUS_SUM != 0 {
+                tlb::MMU_VS_SUM
+            } else {
+                tlb::MMU_VS
+            }
+        } else {
+            tlb::MMU_VU
+        }
+    }
+
+    fn hyp_translate(
+        &mut self,
+        va: u64,
+        access: Access,
+        hlvx: bool,
+    ) -> Result<u64, GuestAccessFault> {
+        let ctx = self.cpu.walk_ctx_for(self.guest_access_ctx(), hlvx);
+        mmu::translate(&self.cpu.mem, &self.cpu.pmc, &ctx, va, access)
+            .map(|t| t.hpa)
+            .map_err(|f| match Trap::from_fault(f, va) {
+                Trap::Exc {
+                    cause, tval, gpa, ..
+                } => GuestAccessFault { cause, tval, gpa },
+                Trap::Pmc { .. } => GuestAccessFault {
+                    cause: match access {
+                        Access::Write => cause::STORE_ACCESS,
+                        _ => cause::LOAD_ACCESS,
+                    },
+                    tval: va,
+                    gpa: 0,
+                },
+            })
+    }
+
+    /// `hlv`: load `size` bytes (1, 2, 4, 8; zero-extended) from guest virtual address `va`
+    /// with the guest's translation and the privilege in hustatus.SPVP.
+    pub fn hlv(&mut self, va: u64, size: u64) -> Result<u64, GuestAccessFault> {
+        self.hyp_load(va, size, false)
+    }
+
+    /// `hlvx`: like `hlv` but requires execute permission (reads instructions).
+    pub fn hlvx(&mut self, va: u64, size: u64) -> Result<u64, GuestAccessFault> {
+        self.hyp_load(va, size, true)
+    }
+
+    fn hyp_load(&mut self, va: u64, size: u64, hlvx: bool) -> Result<u64, GuestAccessFault> {
+        assert!(matches!(size, 1 | 2 | 4 | 8), "bad access size");
+        let mut v = 0;
+        // Byte-wise translation keeps page-crossing accesses exact.
+        let in_page = PAGE_SIZE - (va & (PAGE_SIZE - 1));
+        let hpa = self.hyp_translate(va, Access::Read, hlvx)?;
+        if size <= in_page {
+            return Ok(self.cpu.mem.read_sized(hpa, size));
+        }
+        let hpa2 = self.hyp_translate(va.wrapping_add(in_page), Access::Read, hlvx)?;
+        for i in 0..size {
+            let a = if i < in_page {
+                hpa + i
+            } else {
+                hpa2 + i - in_page
+            };
+            v |= self.cpu.mem.read_sized(a, 1) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    /// `hsv`: store the low `size` bytes of `v` at guest virtual address `va`.
+    pub fn hsv(&mut self, va: u64, size: u64, v: u64) -> Result<(), GuestAccessFault> {
+        assert!(matches!(size, 1 | 2 | 4 | 8), "bad access size");
+        let in_page = PAGE_SIZE - (va & (PAGE_SIZE - 1));
+        let hpa = self.hyp_translate(va, Access::Write, false)?;
+        let hpa2 = if size > in_page {
+            Some(self.hyp_translate(va.wrapping_add(in_page), Access::Write, false)?)
+        } else {
+            None
+        };
+        for i in 0..size {
+            let a = match hpa2 {
+                Some(h2) if i >= in_page => h2 + i - in_page,
+                _ => hpa + i,
+            };
+            self.cpu.mem.note_store(a, 1);
+            self.cpu.mem.write_sized(a, 1, (v >> (8 * i)) & 0xff);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- huret
+
+    /// `huret`: enter the guest at uepc, in VS-mode if hustatus.SPVP is set (else VU), and run
+    /// it until the next exit that is not delegated to the guest.
+    pub fn huret(&mut self) -> Exit {
+        {
+            let mut t = self
+                .cpu
+                .shared
+                .thread
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if t.as_ref()
+                .is_none_or(|t| t.id() != std::thread::current().id())
+            {
+                *t = Some(std::thread::current());
+            }
+        }
+        self.cpu.shared.in_guest.store(true, Ordering::SeqCst);
+        self.cpu.pc = self.cpu.uepc;
+        self.cpu.user = self.cpu.hstatus & HSTATUS_SPVP == 0;
+        self.cpu.update_mmu_idx();
+        self.cpu.poll = 0;
+        let exit = self.run();
+        self.cpu.shared.in_guest.store(false, Ordering::SeqCst);
+        if !matches!(exit, Exit::Trap { .. }) {
+            // Kicked or halted between instructions: resume point is the current pc.
+            self.cpu.uepc = self.cpu.pc;
+            let spvp = if self.cpu.user { 0 } else { HSTATUS_SPVP };
+            self.cpu.hstatus = (self.cpu.hstatus & !HSTATUS_SPVP) | spvp;
+        }
+        exit
+    }
+
+    fn run(&mut self) -> Exit {
+        loop {
+            if self.cpu.poll == 0 || self.cpu.shared.req.load(Ordering::Relaxed) != 0 {
+                if let Some(e) = self.service() {
+                    return e;
+                }
+            }
+            self.cpu.poll -= 1;
+            let pc = self.cpu.pc;
+            let idx = match self.block_at(pc) {
+                Ok(b) => b,
+                Err(t) => {
+                    if let Some(e) = self.cpu.raise(t, pc) {
+                        return e;
+                    }
+                    continue;
+                }
+            };
+            let flow = match idx {
+                BlockRef::Cached(i) => {
+                    let insts: &[Inst] = &self.cache.get(i).insts;
+                    self.cpu.exec_block(insts, pc)
+                }
+                BlockRef::Single(inst) => self.cpu.exec_block(&[inst], pc),
+            };
+            match flow {
+                Flow::Next => {}
+                Flow::Exit(e) => return e,
+                Flow::FenceI => self.cache.flush(),
+                Flow::Wfi => self.wait_for_interrupt(),
+            }
+        }
+    }
+
+    /// Block-boundary work: cross-thread requests, the timer, and interrupt delivery.
+    fn service(&mut self) -> Option<Exit> {
+        let c = &mut self.cpu;
+        c.poll = POLL_INTERVAL;
+        let r = c.shared.req.swap(0, Ordering::SeqCst);
+        if r & req::HALT != 0 || c.platform.halt_reason(c.vmid).is_some() {
+            c.shared.req.fetch_or(req::HALT, Ordering::SeqCst);
+            let reason = c
+                .platform
+                .halt_reason(c.vmid)
+                .unwrap_or(crate::exit::HaltReason::Stopped);
+            return Some(Exit::Halted(reason));
+        }
+        if r & (req::FLUSH_VVMA | req::FLUSH_GVMA | req::FENCE_I) != 0 {
+            let seq = c.shared.fence_seq.load(Ordering::SeqCst);
+            if r & (req::FLUSH_VVMA | req::FLUSH_GVMA) != 0 {
+                c.tlb.flush_all();
+            }
+            if r & req::FENCE_I != 0 {
+                self.cache.flush();
+            }
+            c.shared.fence_done.fetch_max(seq, Ordering::SeqCst);
+        }
+        let epoch = c.mem.code_epoch();
+        if epoch != c.seen_code_epoch {
+            c.seen_code_epoch = epoch;
+            c.tlb.flush_writes();
+        }
+        if r & req::KICK != 0 {
+            return Some(Exit::Kicked);
+        }
+        c.update_vstip();
+        c.check_interrupts()
+    }
+
+    /// WFI: sleep until an interrupt is pending (enabled in hie/vsie, regardless of the global
+    /// enable), a request arrives, or the timer fires.
+    fn wait_for_interrupt(&mut self) {
+        let c = &mut self.cpu;
+        loop {
+            c.update_vstip();
+            if c.pending_irqs() & c.hie != 0 || c.shared.req.load(Ordering::SeqCst) != 0 {
+                break;
+            }
+            let mut sleep = Duration::from_millis(50);
+            if c.henvcfg & ENVCFG_STCE != 0 && c.hie & MIP_VSTIP != 0 {
+                let deadline = c.vstimecmp.wrapping_sub(c.htimedelta);
+                sleep = sleep.min(c.platform.timebase.until(deadline));
+            }
+            std::thread::park_timeout(sleep);
+        }
+        c.poll = 0;
+    }
+
+    /// Find or build the block at virtual `pc`.
+    #[inline(always)]
+    fn block_at(&mut self, pc: u64) -> Result<BlockRef, Trap> {
+        let hpa = self.cpu.fetch_hpa(pc)?;
+        if let Some(i) = self.cache.find(pc, hpa) {
+            if self.cache.get(i).gen == self.cpu.mem.code_gen(hpa) && self.cpu.mem.is_code(hpa) {
+                return Ok(BlockRef::Cached(i));
+            }
+        }
+        self.build_block(pc, hpa)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn build_block(&mut self, pc: u64, hpa: u64) -> Result<BlockRef, Trap> {
+        let mem = self.cpu.mem.clone();
+        let gen = mem.mark_code(hpa);
+        if mem.code_epoch() != self.cpu.seen_code_epoch {
+            // This page just became code: our own fast store paths must stop bypassing it.
+            self.cpu.seen_code_epoch = mem.code_epoch();
+            self.cpu.tlb.flush_writes();
+        }
+        let page_end = (hpa | (PAGE_SIZE - 1)) + 1;
+        let mut insts = Vec::with_capacity(16);
+        let mut a = hpa;
+        while a < page_end && insts.len() < MAX_BLOCK_INSTS {
+            let lo = mem.load_u16_unchecked(a) as u32;
+            let raw = if lo & 3 == 3 {
+                if a + 2 >= page_end {
+                    break; // crosses the page: executed on its own below
+                }
+                lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
+            } else {
+                lo
+            };
+            let mut inst = decode::decode(raw);
+            inst.off = (a - hpa) as u16;
+            a += inst.len();
+            let end = inst.ends_block();
+            insts.push(inst);
+            if end {
+                break;
+            }
+        }
+        if insts.is_empty() {
+            return self.page_crossing_inst(pc, hpa);
+        }
+        let idx = self.cache.insert(
+            pc,
+            Block {
+                hpa,
+                gen,
+                insts: insts.into_boxed_slice(),
+            },
+        );
+        Ok(BlockRef::Cached(idx))
+    }
+
+    /// A 32-bit instruction whose second half lies on the next page: fetched through both
+    /// translations and executed without caching.
+    fn page_crossing_inst(&mut self, pc: u64, hpa: u64) -> Result<BlockRef, Trap> {
+        let lo = self.cpu.mem.load_u16_unchecked(hpa) as u32;
+        let hpa2 = self.cpu.fetch_hpa(pc.wrapping_add(2))?;
+        let hi = self.cpu.mem.load_u16_unchecked(hpa2) as u32;
+        Ok(BlockRef::Single(decode::decode(lo | hi << 16)))
+    }
+}
+
+enum BlockRef {
+    Cached(u32),
+    Single(Inst),
+}

@@ -1,0 +1,141 @@
+//! Software TLB: guest-virtual page -> host address, with both translation stages and the PMC
+//! already applied. Direct-mapped, one table per (privilege/SUM context, access type), so the
+//! fast path of a load is one compare and one host access.
+
+use crate::phys_mem::PAGE_SHIFT;
+
+pub(crate) const TLB_BITS: u32 = 8;
+pub(crate) const TLB_SIZE: usize = 1 << TLB_BITS;
+const PAGE_MASK: u64 = !((1u64 << PAGE_SHIFT) - 1);
+/// Never matches a lookup (lookups compare against addresses with bit 0 clear or misaligned
+/// addresses that must miss anyway).
+const INVALID: u64 = 1;
+
+/// Translation context: which privilege and SUM setting the entries were filled under.
+pub(crate) const MMU_VS: usize = 0;
+pub(crate) const MMU_VS_SUM: usize = 1;
+pub(crate) const MMU_VU: usize = 2;
+pub(crate) const MMU_CONTEXTS: usize = 3;
+
+pub(crate) const ACC_READ: usize = 0;
+pub(crate) const ACC_WRITE: usize = 1;
+pub(crate) const ACC_EXEC: usize = 2;
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct TlbEntry {
+    /// Page-aligned guest virtual address, or INVALID.
+    pub tag: u64,
+    /// Host address of the page minus `tag`: host = va + addend.
+    pub addend: usize,
+}
+
+const EMPTY: TlbEntry = TlbEntry {
+    tag: INVALID,
+    addend: 0,
+};
+
+pub(crate) struct Tlb {
+    tables: Box<[[TlbEntry; TLB_SIZE]; MMU_CONTEXTS * 3]>,
+}
+
+impl Tlb {
+    pub fn new() -> Self {
+        Tlb {
+            tables: Box::new([[EMPTY; TLB_SIZE]; MMU_CONTEXTS * 3]),
+        }
+    }
+
+    #[inline(always)]
+    fn slot(va: u64) -> usize {
+        (va >> PAGE_SHIFT) as usize & (TLB_SIZE - 1)
+    }
+
+    /// Host address for an access of `size` bytes (a power of two) at `va`, if the page is
+    /// cached and the access is naturally aligned (misaligned accesses always miss).
+    #[inline(always)]
+    pub fn lookup(&self, ctx: usize, acc: usize, va: u64, size: u64) -> Option<usize> {
+        let e = &self.tables[ctx * 3 + acc][Self::slot(va)];
+        if e.tag == va & (PAGE_MASK | (size - 1)) {
+            Some((va as usize).wrapping_add(e.addend))
+        } else {
+            None
+        }
+    }
+
+    pub fn insert(&mut self, ctx: usize, acc: usize, va: u64, host_page: usize) {
+        let tag = va & PAGE_MASK;
+        self.tables[ctx * 3 + acc][Self::slot(va)] = TlbEntry {
+            tag,
+            addend: host_page.wrapping_sub(tag as usize),
+        };
+    }
+
+    pub fn flush_all(&mut self) {
+        for t in self.tables.iter_mut() {
+            t.fill(EMPTY);
+        }
+    }
+
+    /// Drop every entry for the page of `va`, in every context.
+    pub fn flush_va(&mut self, va: u64) {
+        let slot = Self::slot(va);
+        let tag = va & PAGE_MASK;
+        for t in self.tables.iter_mut() {
+            if t[slot].tag == tag {
+                t[slot] = EMPTY;
+            }
+        }
+    }
+
+    /// Drop all write entries (a page became code: its stores must take the slow path).
+    pub fn flush_writes(&mut self) {
+        for ctx in 0..MMU_CONTEXTS {
+            self.tables[ctx * 3 + ACC_WRITE].fill(EMPTY);
+        }
+    }
+
+    /// Drop read entries (MXR changed which pages are readable).
+    pub fn flush_reads(&mut self) {
+        for ctx in 0..MMU_CONTEXTS {
+            self.tables[ctx * 3 + ACC_READ].fill(EMPTY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_hits_aligned_and_misses_misaligned() {
+        let mut t = Tlb::new();
+        t.insert(MMU_VS, ACC_READ, 0x4000_1234, 0x10_0000);
+        assert_eq!(t.lookup(MMU_VS, ACC_READ, 0x4000_1008, 8), Some(0x10_0008));
+        assert_eq!(t.lookup(MMU_VS, ACC_READ, 0x4000_1001, 1), Some(0x10_0001));
+        assert_eq!(
+            t.lookup(MMU_VS, ACC_READ, 0x4000_1004, 8),
+            None,
+            "misaligned"
+        );
+        assert_eq!(
+            t.lookup(MMU_VS, ACC_WRITE, 0x4000_1008, 8),
+            None,
+            "other access type"
+        );
+        assert_eq!(
+            t.lookup(MMU_VU, ACC_READ, 0x4000_1008, 8),
+            None,
+            "other context"
+        );
+        t.flush_va(0x4000_1fff);
+        assert_eq!(t.lookup(MMU_VS, ACC_READ, 0x4000_1008, 8), None);
+    }
+
+    #[test]
+    fn empty_never_matches_page_zero() {
+        let t = Tlb::new();
+        assert_eq!(t.lookup(MMU_VS, ACC_READ, 0, 1), None);
+        assert_eq!(t.lookup(MMU_VS, ACC_EXEC, 0, 2), None);
+    }
+}
