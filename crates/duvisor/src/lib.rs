@@ -3,8 +3,13 @@
 //! A user-level hypervisor: one process per VM, one vthread per vCPU, handling every VM exit
 //! itself through the DV-Ext interface, with the devices of a QEMU `virt`-compatible platform.
 
+pub mod cli;
 pub mod console;
 pub mod devices;
 pub mod fdt;
 pub mod guest_fetch;
 pub mod loader;
+pub mod sbi;
+pub mod stats;
+pub mod vcpu;
+pub mod vm;

@@ -1,4 +1,86 @@
-fn main() {
-    eprintln!("duvisor: under construction");
-    std::process::exit(2);
+//! `duvisor`: the user-level hypervisor's command-line entry point.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Parser;
+use duvisor::cli::{Cli, Command, MachineArgs};
+use duvisor::console::{stdin_is_tty, Console};
+use duvisor::guest_fetch;
+use duvisor::vm::control::Outcome;
+use duvisor::vm::{Vm, VmConfig, DEFAULT_CMDLINE};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("DUVISOR_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("duvisor: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Run(a) => {
+            let cfg = config(a.kernel, a.initrd, a.cmdline, &a.machine);
+            run(cfg, a.machine.stats)
+        }
+        Command::FetchGuest(a) => {
+            let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
+            let g = guest_fetch::fetch_guest(&dir, true)?;
+            println!("kernel: {}", g.kernel.display());
+            println!("initrd: {}", g.initrd.display());
+            Ok(0)
+        }
+        Command::Demo(a) => {
+            let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
+            let g = guest_fetch::fetch_guest(&dir, true)?;
+            let cfg = config(g.kernel, Some(g.initrd), DEFAULT_CMDLINE.into(), &a.machine);
+            run(cfg, a.machine.stats)
+        }
+    }
+}
+
+fn config(
+    kernel: std::path::PathBuf,
+    initrd: Option<std::path::PathBuf>,
+    cmdline: String,
+    m: &MachineArgs,
+) -> VmConfig {
+    VmConfig {
+        kernel,
+        initrd,
+        cmdline,
+        cpus: m.cpus,
+        memory: m.memory,
+        map_all: m.map_all,
+    }
+}
+
+fn run(cfg: VmConfig, stats: bool) -> Result<u8> {
+    let console = Console::new(stdin_is_tty())?;
+    let vm = Vm::build(&cfg, || console.output())?;
+    let uart = vm.uart().clone();
+    let shared = Arc::clone(vm.shared());
+    console.spawn_input(
+        move |b| uart.enqueue_input(b),
+        move || shared.stop(Outcome::Quit),
+    )?;
+    let report = vm.run()?;
+    drop(console);
+    if stats {
+        report.print_stats(&mut std::io::stderr())?;
+    }
+    let code = report.outcome.exit_code();
+    if code != 0 {
+        eprintln!("duvisor: {}", report.outcome.describe());
+    }
+    Ok(code as u8)
 }

@@ -314,7 +314,7 @@ mod tests {
         let (u, line, _) = setup();
         u.enqueue_input(b"x");
         assert!(line.take().is_empty()); // RDA not enabled
-        wr(&u, IER, IER_RDA as u8);
+        wr(&u, IER, IER_RDA);
         assert_eq!(line.take(), vec![true]);
         assert_eq!(rd(&u, IIR) & 0x0f, IIR_RDA);
         // Reading the IIR acknowledges it (vm_superio's model).
@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn rx_backlog_keeps_the_interrupt_coming() {
         let (u, line, _) = setup();
-        wr(&u, IER, IER_RDA as u8);
+        wr(&u, IER, IER_RDA);
         u.enqueue_input(&[b'q'; 100]);
         assert_eq!(line.take(), vec![true]);
         // A driver reads until LSR.DR clears; each refill re-raises RDA.
@@ -355,7 +355,7 @@ mod tests {
     fn thre_interrupt_level() {
         let (u, line, out) = setup();
         // Enabling THRE with the transmitter empty interrupts at once.
-        wr(&u, IER, IER_THRE as u8);
+        wr(&u, IER, IER_THRE);
         assert_eq!(line.take(), vec![true]);
         assert_eq!(rd(&u, IER), IER_THRE);
         assert_eq!(rd(&u, IIR), 0xc0 | IIR_THRE);
@@ -374,7 +374,7 @@ mod tests {
     fn both_causes_report_rx_first() {
         let (u, line, _) = setup();
         u.enqueue_input(b"k");
-        wr(&u, IER, IER_RDA as u8 | IER_THRE as u8);
+        wr(&u, IER, IER_RDA | IER_THRE);
         assert_eq!(line.take(), vec![true]);
         assert_eq!(rd(&u, IIR), 0xc0 | IIR_RDA);
     }
@@ -389,8 +389,8 @@ mod tests {
         u.read(LSR, &mut d);
         assert_eq!(d, [LSR_THRE | 0x40, 0, 0, 0]);
         // Beyond the eight registers.
-        u.write(8, &[b'C']);
-        u.write(0xff, &[b'C']);
+        u.write(8, b"C");
+        u.write(0xff, b"C");
         u.write(0, &[]);
         let mut d = [0xaau8; 2];
         u.read(0x10, &mut d);
@@ -440,7 +440,7 @@ mod tests {
         }
         let line = Arc::new(RecLine::default());
         let u = Uart::new(line.clone(), Box::new(Broken));
-        wr(&u, IER, IER_THRE as u8);
+        wr(&u, IER, IER_THRE);
         assert_eq!(rd(&u, IIR), 0xc0 | IIR_THRE);
         wr(&u, 0, b'x');
         wr(&u, 0, b'y');

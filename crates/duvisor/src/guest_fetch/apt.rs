@@ -169,7 +169,10 @@ impl AptEnv {
     pub fn download(&self, dir: &Path, packages: &[String]) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut cmd = self.command("apt-get");
-        cmd.arg("-q").arg("download").args(packages).current_dir(dir);
+        cmd.arg("-q")
+            .arg("download")
+            .args(packages)
+            .current_dir(dir);
         run(cmd, &format!("apt-get download {}", packages.join(" "))).map(drop)
     }
 }
@@ -269,7 +272,11 @@ mod tests {
     use super::*;
 
     fn env() -> AptEnv {
-        AptEnv::new("/cache/debian/apt/trixie", "trixie", "http://deb.debian.org/debian/")
+        AptEnv::new(
+            "/cache/debian/apt/trixie",
+            "trixie",
+            "http://deb.debian.org/debian/",
+        )
     }
 
     #[test]
@@ -305,8 +312,14 @@ mod tests {
         let root = "/cache/debian/apt/trixie";
         assert_eq!(get("Dir::State::Lists"), format!("{root}/lists"));
         assert_eq!(get("Dir::State::status"), format!("{root}/status"));
-        assert_eq!(get("Dir::Etc::SourceList"), format!("{root}/etc/sources.list"));
-        assert_eq!(get("Dir::Etc::SourceParts"), format!("{root}/etc/sources.list.d"));
+        assert_eq!(
+            get("Dir::Etc::SourceList"),
+            format!("{root}/etc/sources.list")
+        );
+        assert_eq!(
+            get("Dir::Etc::SourceParts"),
+            format!("{root}/etc/sources.list.d")
+        );
         assert_eq!(get("Dir::Cache"), format!("{root}/cache"));
         assert_eq!(get("APT::Architecture"), "riscv64");
         assert_eq!(get("APT::Architectures"), "riscv64");
@@ -317,7 +330,9 @@ mod tests {
                 assert!(v.starts_with(root), "{k}={v}");
             }
         }
-        assert!(env().apt_conf().contains("#clear APT::Update::Post-Invoke;"));
+        assert!(env()
+            .apt_conf()
+            .contains("#clear APT::Update::Post-Invoke;"));
     }
 
     #[test]

@@ -258,7 +258,10 @@ pub(crate) mod tests {
         assert_eq!(entries[0].1, S_IFREG | 0o755);
         assert_eq!(entries[0].4, b"#!/bin/sh\n");
         assert_eq!(entries[1].1, S_IFDIR | 0o755);
-        assert_eq!((entries[2].1, entries[2].2, entries[2].3), (S_IFCHR | 0o600, 5, 1));
+        assert_eq!(
+            (entries[2].1, entries[2].2, entries[2].3),
+            (S_IFCHR | 0o600, 5, 1)
+        );
         assert_eq!(entries[4].1, S_IFLNK | 0o777);
         assert_eq!(entries[4].4, b"busybox");
     }
@@ -294,9 +297,18 @@ pub(crate) mod tests {
         assert!(child.wait().unwrap().success());
 
         let p = dir.path();
-        assert_eq!(std::fs::read(p.join("bin/busybox")).unwrap(), b"\x7fELF fake busybox");
-        assert_eq!(std::fs::read_link(p.join("bin/sh")).unwrap().to_str(), Some("busybox"));
-        assert_eq!(std::fs::read(p.join("etc/deep/nested/file.txt")).unwrap(), b"hello\n");
+        assert_eq!(
+            std::fs::read(p.join("bin/busybox")).unwrap(),
+            b"\x7fELF fake busybox"
+        );
+        assert_eq!(
+            std::fs::read_link(p.join("bin/sh")).unwrap().to_str(),
+            Some("busybox")
+        );
+        assert_eq!(
+            std::fs::read(p.join("etc/deep/nested/file.txt")).unwrap(),
+            b"hello\n"
+        );
         assert_eq!(std::fs::read(p.join("empty")).unwrap(), b"");
         assert_eq!(std::fs::read(p.join("odd")).unwrap(), b"abc");
         use std::os::unix::fs::PermissionsExt;

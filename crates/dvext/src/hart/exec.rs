@@ -415,7 +415,12 @@ impl Cpu {
                 }
                 Op::HypervisorOnly => trap!(Trap::virtual_inst(inst)),
                 Op::Csrrw | Op::Csrrs | Op::Csrrc | Op::Csrrwi | Op::Csrrsi | Op::Csrrci => {
-                    tr!(self.exec_csr(inst));
+                    // instret/cycle must count the instructions of this block retired before
+                    // the CSR access (instret is otherwise only updated at block ends).
+                    self.instret += i as u64;
+                    let r = self.exec_csr(inst);
+                    self.instret -= i as u64;
+                    tr!(r);
                     jump!(pc.wrapping_add(inst.len()))
                 }
 

@@ -122,7 +122,10 @@ impl Cpu {
                 (hvip & self.hideleg & VS_IRQS) >> 1
             }
             STIMECMP => {
-                if self.henvcfg & ENVCFG_STCE == 0 {
+                // Sstc: with V=1, stimecmp (really vstimecmp) needs henvcfg.STCE and
+                // hcounteren.TM, else a virtual-instruction exception.
+                if self.henvcfg & ENVCFG_STCE == 0 || self.hcounteren & (1 << (TIME & 0x1f)) == 0
+                {
                     return Err(Trap::virtual_inst(inst));
                 }
                 self.vstimecmp

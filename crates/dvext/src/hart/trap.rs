@@ -127,6 +127,23 @@ impl Cpu {
                     self.trap_to_vs(cause, tval, pc);
                     None
                 } else {
+                    // hstatus.GVA: set for every trap that writes a guest virtual address to
+                    // utval (breakpoint, misaligned, access and page faults), not only for
+                    // guest-page faults.
+                    let gva = gva
+                        || matches!(
+                            cause,
+                            cause::INST_MISALIGNED
+                                | cause::INST_ACCESS
+                                | cause::BREAKPOINT
+                                | cause::LOAD_MISALIGNED
+                                | cause::LOAD_ACCESS
+                                | cause::STORE_MISALIGNED
+                                | cause::STORE_ACCESS
+                                | cause::INST_PAGE_FAULT
+                                | cause::LOAD_PAGE_FAULT
+                                | cause::STORE_PAGE_FAULT
+                        );
                     Some(self.exit_trap(cause, tval, gpa >> 2, htinst, gva, pc))
                 }
             }

@@ -1,0 +1,133 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::vm::DEFAULT_CMDLINE;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "duvisor",
+    version,
+    about = "User-level RISC-V hypervisor on DV-Ext (delegated virtualization)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a Linux kernel (RISC-V Image) in a new VM; the terminal is its serial console
+    /// (Ctrl-A x quits).
+    Run(RunArgs),
+    /// Download Debian's riscv64 kernel and busybox and build a test initramfs (cached).
+    FetchGuest(FetchArgs),
+    /// Fetch the Debian guest (cached) and boot it to an interactive shell.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MachineArgs {
+    /// Number of vCPUs (1..=64).
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Guest RAM, e.g. 512M or 2G (a bare number is MiB).
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    pub memory: u64,
+    /// Print VM-exit and driver-call statistics when the VM ends.
+    #[arg(long)]
+    pub stats: bool,
+    /// Map all guest RAM in the G-stage table up front instead of on first touch.
+    #[arg(long)]
+    pub map_all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Linux kernel Image.
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    pub cmdline: String,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Cache directory (default: $DUVISOR_CACHE or ~/.cache/duvisor).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+/// Parse a memory size: `512M`, `2G`, `1048576K`, `4096` (MiB).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => bail!("unknown size suffix in {s:?} (use K, M, G or T)"),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1 << 20),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("not a size: {s:?}"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("64").unwrap(), 64 << 20);
+        assert_eq!(parse_size("4096K").unwrap(), 4 << 20);
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn run_args() {
+        let c = Cli::try_parse_from([
+            "duvisor", "run", "--kernel", "k", "--cpus", "4", "--memory", "1G",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.machine.cpus, 4);
+        assert_eq!(r.machine.memory, 1 << 30);
+        assert_eq!(r.cmdline, DEFAULT_CMDLINE);
+        assert!(
+            Cli::try_parse_from(["duvisor", "run"]).is_err(),
+            "--kernel is required"
+        );
+    }
+}

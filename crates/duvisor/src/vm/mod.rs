@@ -1,0 +1,387 @@
+//! A VM: set up through the driver (the only driver calls DuVisor makes), then run by its
+//! vthreads and I/O threads with no driver involvement until it ends.
+
+pub mod control;
+pub mod gstage;
+pub mod layout;
+pub mod memory;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dv_driver::{DriverStats, DvDriver, VmHandle};
+use dvext::{Hart, Interrupter, TIMEBASE_HZ};
+
+use crate::devices::bus::MmioBus;
+use crate::devices::plic::Plic;
+use crate::devices::uart::Uart;
+use crate::devices::ExternalInterruptSink;
+use crate::fdt::{build_fdt, FdtSpec};
+use crate::loader::plan_layout;
+use crate::stats::{ExitStats, EXIT_KINDS};
+use crate::vcpu;
+use control::{HartSlot, Outcome, VmControl};
+use gstage::{GStage, RAM_PERMS};
+use layout::*;
+use memory::GuestRam;
+
+/// ISA advertised to the guest (what the hart implements).
+pub const GUEST_ISA: &str = "rv64imafdc_zicsr_zifencei_zicntr_sstc";
+/// Device-tree window reserved below the top of RAM.
+const FDT_MAX: u64 = 64 * 1024;
+/// Default command line: the 16550A console, and a kernel panic reboots (so it ends the VM
+/// with a non-zero status instead of hanging).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub cpus: u32,
+    pub memory: u64,
+    /// Map all of guest RAM in the G-stage table before boot instead of on first touch.
+    pub map_all: bool,
+}
+
+/// State shared by the vthreads and I/O threads of one VM.
+pub struct VmShared {
+    pub ram: GuestRam,
+    gstage: Mutex<GStage>,
+    pub bus: MmioBus,
+    pub irq: Interrupter,
+    pub harts: Vec<HartSlot>,
+    pub ncpus: u32,
+    pub control: VmControl,
+    pub stats: ExitStats,
+    console: Mutex<Box<dyn Write + Send>>,
+    instret: Mutex<u64>,
+}
+
+impl VmShared {
+    /// Stop the VM with `o` (first outcome wins) and get every vthread out of the guest.
+    pub fn stop(&self, o: Outcome) {
+        if self.control.stop(o) {
+            self.kick_all();
+        }
+    }
+
+    pub fn kick_all(&self) {
+        for v in 0..self.ncpus {
+            let _ = self.irq.kick(v);
+            self.harts[v as usize].wake();
+        }
+    }
+
+    pub fn console_write(&self, b: &[u8]) {
+        let mut c = self.console.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = c.write_all(b);
+        let _ = c.flush();
+    }
+
+    /// Map the guest RAM around `gpa` in the G-stage table: its 2 MiB region when that lies
+    /// wholly in RAM, else its 4 KiB page.
+    pub fn map_ram(&self, gpa: u64) -> Result<(), gstage::GStageError> {
+        let mut g = self.gstage.lock().unwrap_or_else(|e| e.into_inner());
+        let big = gpa & !(0x20_0000 - 1);
+        if self.ram.contains(big, 0x20_0000) {
+            let hpa = self.ram.hpa(big).expect("RAM");
+            if hpa % 0x20_0000 == 0 {
+                return g.map(big, hpa, 0x20_0000, RAM_PERMS);
+            }
+        }
+        let page = gpa & !0xfff;
+        g.map(page, self.ram.hpa(page).expect("RAM"), 0x1000, RAM_PERMS)
+    }
+
+    pub(crate) fn retire_hart(&self, hart: &Hart) {
+        *self.instret.lock().unwrap_or_else(|e| e.into_inner()) += hart.stats().instret;
+    }
+}
+
+/// PLIC outputs become vEXT doorbells on the target vCPU.
+struct DoorbellSink(Interrupter);
+
+impl ExternalInterruptSink for DoorbellSink {
+    fn set_external(&self, hart: usize, level: bool) {
+        let _ = self.0.set_external(hart as u32, level);
+    }
+}
+
+/// What a finished VM reports.
+#[derive(Debug)]
+pub struct VmReport {
+    pub outcome: Outcome,
+    pub wall: Duration,
+    pub exits: Vec<(&'static str, u64)>,
+    pub total_exits: u64,
+    pub instret: u64,
+    pub driver_setup: DriverStats,
+    pub driver_end: DriverStats,
+    pub gstage_mapped: u64,
+}
+
+impl VmReport {
+    pub fn print_stats(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let secs = self.wall.as_secs_f64().max(1e-9);
+        writeln!(out, "--- duvisor statistics ---")?;
+        writeln!(out, "wall time            {:.3} s", secs)?;
+        writeln!(
+            out,
+            "guest instructions   {} ({:.1} MIPS)",
+            self.instret,
+            self.instret as f64 / secs / 1e6
+        )?;
+        writeln!(
+            out,
+            "VM exits             {} ({:.0}/s)",
+            self.total_exits,
+            self.total_exits as f64 / secs
+        )?;
+        for (name, n) in &self.exits {
+            if *n > 0 {
+                writeln!(out, "  {name:<24} {n}")?;
+            }
+        }
+        writeln!(out, "g-stage mapped       {} MiB", self.gstage_mapped >> 20)?;
+        let during = self.driver_end.total() - self.driver_setup.total();
+        writeln!(
+            out,
+            "driver calls         {} at set-up, {} while the guest ran",
+            self.driver_setup.total(),
+            during
+        )?;
+        for (name, n) in self.driver_end.iter() {
+            if n > 0 {
+                writeln!(out, "  {name:<24} {n}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn host_ram() -> u64 {
+    // SAFETY: sysinfo only writes the struct we pass.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a zeroed sysinfo.
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return u64::MAX;
+    }
+    si.totalram as u64 * si.mem_unit as u64
+}
+
+impl VmConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.cpus == 0 || self.cpus > MAX_CPUS {
+            bail!("--cpus must be between 1 and {MAX_CPUS}, got {}", self.cpus);
+        }
+        if self.memory < MIN_RAM {
+            bail!(
+                "--memory {} MiB is too small: at least {} MiB",
+                self.memory >> 20,
+                MIN_RAM >> 20
+            );
+        }
+        if self.memory > MAX_RAM {
+            bail!(
+                "--memory {} MiB is too large: at most {} GiB",
+                self.memory >> 20,
+                MAX_RAM >> 30
+            );
+        }
+        if self.memory % (2 << 20) != 0 {
+            bail!(
+                "--memory must be a multiple of 2 MiB, got {} bytes",
+                self.memory
+            );
+        }
+        let host = host_ram();
+        if self.memory > host {
+            bail!(
+                "--memory {} MiB exceeds the host's {} MiB of RAM",
+                self.memory >> 20,
+                host >> 20
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_file(what: &str, p: &PathBuf) -> Result<Vec<u8>> {
+    let md = std::fs::metadata(p).with_context(|| format!("{what} {}", p.display()))?;
+    if md.is_dir() {
+        bail!("{what} {} is a directory", p.display());
+    }
+    std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+}
+
+/// A VM ready to boot.
+pub struct Vm {
+    shared: Arc<VmShared>,
+    harts: Vec<Hart>,
+    driver: Arc<DvDriver>,
+    handle: VmHandle,
+    uart: Arc<Uart>,
+    entry: u64,
+    fdt_addr: u64,
+    driver_setup: DriverStats,
+}
+
+impl Vm {
+    /// Create the VM: validate, load the driver, take memory and vCPUs, build devices and the
+    /// device tree, load the kernel.
+    pub fn build(cfg: &VmConfig, console_out: impl Fn() -> Box<dyn Write + Send>) -> Result<Vm> {
+        cfg.validate()?;
+        let kernel = read_file("kernel", &cfg.kernel)?;
+        let initrd = cfg
+            .initrd
+            .as_ref()
+            .map(|p| read_file("initrd", p))
+            .transpose()?;
+        let layout = plan_layout(
+            RAM_BASE,
+            cfg.memory,
+            &kernel,
+            initrd.as_ref().map(|i| i.len() as u64),
+            FDT_MAX,
+        )
+        .with_context(|| format!("kernel {}", cfg.kernel.display()))?;
+
+        let table_bytes = GStage::table_bytes_for(cfg.memory).next_multiple_of(2 << 20);
+        let driver = DvDriver::load(cfg.memory + table_bytes).context("loading the DV-driver")?;
+        let handle = driver.create_vm()?;
+        let ram = GuestRam::new(driver.grant_memory(handle, cfg.memory)?, RAM_BASE);
+        let mut gstage = GStage::new(driver.grant_memory(handle, table_bytes)?)?;
+        let irq = driver.interrupter(handle);
+
+        let mut harts = Vec::new();
+        for id in 0..cfg.cpus {
+            let mut h = driver.register_vcpu(handle, id)?;
+            vcpu::init_hart(&mut h, gstage.hugatp());
+            harts.push(h);
+        }
+        if cfg.map_all {
+            let mut gpa = RAM_BASE;
+            while gpa < ram.end() {
+                gstage.map(gpa, ram.hpa(gpa).expect("RAM"), 0x20_0000, RAM_PERMS)?;
+                gpa += 0x20_0000;
+            }
+        }
+
+        let plic = Plic::new(cfg.cpus as usize, Arc::new(DoorbellSink(irq.clone())));
+        let uart = Arc::new(Uart::new(plic.irq_line(UART_IRQ), console_out()));
+        let mut bus = MmioBus::new();
+        bus.register(PLIC_BASE, PLIC_SIZE, plic.clone())?;
+        bus.register(UART_BASE, UART_SIZE, uart.clone())?;
+
+        let spec = FdtSpec {
+            num_cpus: cfg.cpus,
+            isa: GUEST_ISA.into(),
+            mmu_type: "riscv,sv39".into(),
+            timebase_hz: TIMEBASE_HZ as u32,
+            mem_base: RAM_BASE,
+            mem_size: cfg.memory,
+            cmdline: cfg.cmdline.clone(),
+            initrd: layout.initrd,
+            uart: (UART_BASE, UART_IRQ),
+            plic: (PLIC_BASE, PLIC_SIZE, plic.ndev()),
+            virtio: Vec::new(),
+        };
+        let fdt = build_fdt(&spec)?;
+        if fdt.len() as u64 > FDT_MAX {
+            bail!(
+                "device tree of {} bytes exceeds its {FDT_MAX}-byte window",
+                fdt.len()
+            );
+        }
+        ram.write(layout.kernel_addr, &kernel)?;
+        if let (Some(data), Some((start, _))) = (&initrd, layout.initrd) {
+            ram.write(start, data)?;
+        }
+        ram.write(layout.fdt_addr, &fdt)?;
+
+        let shared = Arc::new(VmShared {
+            ram,
+            gstage: Mutex::new(gstage),
+            bus,
+            irq,
+            harts: (0..cfg.cpus).map(|_| HartSlot::default()).collect(),
+            ncpus: cfg.cpus,
+            control: VmControl::default(),
+            stats: ExitStats::default(),
+            console: Mutex::new(console_out()),
+            instret: Mutex::new(0),
+        });
+        let driver_setup = driver.stats();
+        Ok(Vm {
+            shared,
+            harts,
+            driver,
+            handle,
+            uart,
+            entry: layout.entry,
+            fdt_addr: layout.fdt_addr,
+            driver_setup,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<VmShared> {
+        &self.shared
+    }
+
+    /// Feed console input to the guest's UART.
+    pub fn uart(&self) -> &Arc<Uart> {
+        &self.uart
+    }
+
+    /// Boot hart 0 at the kernel entry and run until the VM stops.
+    pub fn run(self) -> Result<VmReport> {
+        let start = Instant::now();
+        let shared = self.shared.clone();
+        shared.harts[0].start(self.entry, self.fdt_addr);
+        let mut threads = Vec::new();
+        for hart in self.harts {
+            let vm = shared.clone();
+            let name = format!("vcpu{}", hart.vcpu_id());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || vcpu::run_vcpu(vm, hart))?,
+            );
+        }
+        for t in threads {
+            if t.join().is_err() {
+                shared.stop(Outcome::Error("a vCPU thread panicked".into()));
+            }
+        }
+        let wall = start.elapsed();
+        let driver_end = self.driver.stats();
+        self.driver.destroy_vm(self.handle);
+        let outcome = shared
+            .control
+            .outcome()
+            .unwrap_or(Outcome::Error("VM ended without a reason".into()));
+        let instret = *shared.instret.lock().unwrap_or_else(|e| e.into_inner());
+        let gstage_mapped = shared
+            .gstage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mapped_bytes();
+        Ok(VmReport {
+            outcome,
+            wall,
+            exits: EXIT_KINDS
+                .iter()
+                .map(|k| (k.name(), shared.stats.get(*k)))
+                .collect(),
+            total_exits: shared.stats.total(),
+            instret,
+            driver_setup: self.driver_setup,
+            driver_end,
+            gstage_mapped,
+        })
+    }
+}
