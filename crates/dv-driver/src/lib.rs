@@ -231,6 +231,9 @@ impl DvDriver {
 }
 
 fn zero(mem: &dvext::PhysMemory, base: u64, size: u64) {
+    if mem.discard(base, size) {
+        return;
+    }
     const CHUNK: usize = 64 * 1024;
     let zeros = vec![0u8; CHUNK];
     let mut off = 0;

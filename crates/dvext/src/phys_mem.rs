@@ -15,12 +15,11 @@ pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 pub struct PhysMemory {
     base: NonNull<u8>,
     size: usize,
-    /// Per page: decoded blocks exist for this page (stores must take the slow path).
+    /// Per page: decoded blocks exist for this page (stores must take the slow path, which
+    /// bumps `code_gen`, so self-modifying code is caught exactly).
     code: Box<[AtomicBool]>,
     /// Per page: bumped on every store to a code page; decoded blocks remember the value.
     code_gen: Box<[AtomicU32]>,
-    /// Bumped whenever some page becomes a code page: harts then drop their fast write paths.
-    code_epoch: AtomicU64,
 }
 
 // SAFETY: the arena is plain memory accessed only through atomics / volatile-width copies, and
@@ -69,7 +68,6 @@ impl PhysMemory {
             size,
             code: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             code_gen: (0..pages).map(|_| AtomicU32::new(0)).collect(),
-            code_epoch: AtomicU64::new(0),
         })
     }
 
@@ -149,6 +147,24 @@ impl PhysMemory {
         true
     }
 
+    /// Return `[hpa, hpa+len)` to the host (page-aligned): it reads as zero afterwards and no
+    /// longer occupies host RAM. Returns false if the range is outside the arena or unaligned.
+    pub fn discard(&self, hpa: u64, len: u64) -> bool {
+        if !self.contains(hpa, len) || hpa % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+            return false;
+        }
+        self.note_store(hpa, len);
+        // SAFETY: the range lies inside our private anonymous mapping (checked above);
+        // MADV_DONTNEED on such a mapping only replaces the pages with zero-fill ones.
+        unsafe {
+            libc::madvise(
+                (self.base.as_ptr() as usize + hpa as usize) as *mut libc::c_void,
+                len as usize,
+                libc::MADV_DONTNEED,
+            ) == 0
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn load_u8_unchecked(&self, hpa: u64) -> u8 {
         // SAFETY: callers guarantee `hpa` is inside the arena.
@@ -218,9 +234,7 @@ impl PhysMemory {
     /// Mark the page of `hpa` as holding decoded code; returns its current generation.
     pub(crate) fn mark_code(&self, hpa: u64) -> u32 {
         let page = (hpa >> PAGE_SHIFT) as usize;
-        if !self.code[page].swap(true, Ordering::AcqRel) {
-            self.code_epoch.fetch_add(1, Ordering::AcqRel);
-        }
+        self.code[page].swap(true, Ordering::SeqCst);
         self.code_gen[page].load(Ordering::Acquire)
     }
 
@@ -234,9 +248,11 @@ impl PhysMemory {
         self.code_gen[(hpa >> PAGE_SHIFT) as usize].load(Ordering::Acquire)
     }
 
+    /// Whether the page holding host address `host` (inside the arena) has decoded code.
     #[inline(always)]
-    pub(crate) fn code_epoch(&self) -> u64 {
-        self.code_epoch.load(Ordering::Acquire)
+    pub(crate) fn is_code_host(&self, host: usize) -> bool {
+        let page = (host - self.base.as_ptr() as usize) >> PAGE_SHIFT;
+        self.code[page].load(Ordering::Relaxed)
     }
 
     /// A store is about to hit `[hpa, hpa+len)`: invalidate decoded code on those pages.

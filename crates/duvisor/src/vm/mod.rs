@@ -58,7 +58,7 @@ pub struct VmShared {
     pub control: VmControl,
     pub stats: ExitStats,
     console: Mutex<Box<dyn Write + Send>>,
-    instret: Mutex<u64>,
+    retired: Mutex<dvext::HartStats>,
 }
 
 impl VmShared {
@@ -98,7 +98,12 @@ impl VmShared {
     }
 
     pub(crate) fn retire_hart(&self, hart: &Hart) {
-        *self.instret.lock().unwrap_or_else(|e| e.into_inner()) += hart.stats().instret;
+        let s = hart.stats();
+        let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        r.instret += s.instret;
+        r.blocks_built += s.blocks_built;
+        r.block_flushes += s.block_flushes;
+        r.fence_i += s.fence_i;
     }
 }
 
@@ -118,7 +123,7 @@ pub struct VmReport {
     pub wall: Duration,
     pub exits: Vec<(&'static str, u64)>,
     pub total_exits: u64,
-    pub instret: u64,
+    pub hart_stats: dvext::HartStats,
     pub driver_setup: DriverStats,
     pub driver_end: DriverStats,
     pub gstage_mapped: u64,
@@ -129,11 +134,17 @@ impl VmReport {
         let secs = self.wall.as_secs_f64().max(1e-9);
         writeln!(out, "--- duvisor statistics ---")?;
         writeln!(out, "wall time            {:.3} s", secs)?;
+        let h = &self.hart_stats;
         writeln!(
             out,
             "guest instructions   {} ({:.1} MIPS)",
-            self.instret,
-            self.instret as f64 / secs / 1e6
+            h.instret,
+            h.instret as f64 / secs / 1e6
+        )?;
+        writeln!(
+            out,
+            "decoded blocks       {} built, {} fence.i, {} cache flushes",
+            h.blocks_built, h.fence_i, h.block_flushes
         )?;
         writeln!(
             out,
@@ -313,7 +324,7 @@ impl Vm {
             control: VmControl::default(),
             stats: ExitStats::default(),
             console: Mutex::new(console_out()),
-            instret: Mutex::new(0),
+            retired: Mutex::new(dvext::HartStats::default()),
         });
         let driver_setup = driver.stats();
         Ok(Vm {
@@ -364,7 +375,7 @@ impl Vm {
             .control
             .outcome()
             .unwrap_or(Outcome::Error("VM ended without a reason".into()));
-        let instret = *shared.instret.lock().unwrap_or_else(|e| e.into_inner());
+        let hart_stats = *shared.retired.lock().unwrap_or_else(|e| e.into_inner());
         let gstage_mapped = shared
             .gstage
             .lock()
@@ -378,7 +389,7 @@ impl Vm {
                 .map(|k| (k.name(), shared.stats.get(*k)))
                 .collect(),
             total_exits: shared.stats.total(),
-            instret,
+            hart_stats,
             driver_setup: self.driver_setup,
             driver_end,
             gstage_mapped,

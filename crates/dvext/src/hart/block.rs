@@ -7,8 +7,10 @@
 //! direct-mapped jump cache maps a virtual PC to its block without hashing.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::inst::Inst;
+use crate::phys_mem::PhysMemory;
 
 pub(crate) const MAX_BLOCK_INSTS: usize = 64;
 const JMP_BITS: u32 = 12;
@@ -17,9 +19,29 @@ const JMP_SIZE: usize = 1 << JMP_BITS;
 /// generate a lot of code).
 const MAX_BLOCKS: usize = 1 << 17;
 
+/// Hasher for physical addresses: one multiply (SipHash showed up in profiles).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 pub(crate) struct Block {
     pub hpa: u64,
     pub gen: u32,
+    /// fence.i epoch at which the block was last known to match memory.
+    pub epoch: u32,
     pub insts: Box<[Inst]>,
 }
 
@@ -38,16 +60,26 @@ const JMP_EMPTY: JmpEntry = JmpEntry {
 
 pub(crate) struct BlockCache {
     blocks: Vec<Block>,
-    by_hpa: HashMap<u64, u32>,
+    by_hpa: HashMap<u64, u32, BuildHasherDefault<AddrHasher>>,
     jmp: Box<[JmpEntry; JMP_SIZE]>,
+    /// fence.i epoch: blocks from an older epoch are compared with memory before reuse.
+    epoch: u32,
+    /// Blocks decoded since the hart was created, whole-cache flushes, fence.i count.
+    pub built: u64,
+    pub flushes: u64,
+    pub fences: u64,
 }
 
 impl BlockCache {
     pub fn new() -> Self {
         BlockCache {
             blocks: Vec::new(),
-            by_hpa: HashMap::new(),
+            by_hpa: HashMap::default(),
             jmp: Box::new([JMP_EMPTY; JMP_SIZE]),
+            epoch: 0,
+            built: 0,
+            flushes: 0,
+            fences: 0,
         }
     }
 
@@ -75,6 +107,7 @@ impl BlockCache {
 
     /// Insert (or replace, if `hpa` is already cached) a block; returns its index.
     pub fn insert(&mut self, pc: u64, block: Block) -> u32 {
+        self.built += 1;
         let hpa = block.hpa;
         if let Some(&idx) = self.by_hpa.get(&hpa) {
             self.blocks[idx as usize] = block;
@@ -91,8 +124,42 @@ impl BlockCache {
         idx
     }
 
-    /// Drop every block (fence.i).
+    #[inline(always)]
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// fence.i: stores through the hart are tracked exactly, but memory written behind its
+    /// back (devices, another hart racing the marking of a page as code) is not; so every
+    /// block is re-checked against memory at its next use instead of being decoded again.
+    pub fn fence_i(&mut self) {
+        self.fences += 1;
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Whether block `idx` still matches the instruction bits in memory; marks it current.
+    pub fn revalidate(&mut self, idx: u32, mem: &PhysMemory) -> bool {
+        let epoch = self.epoch;
+        let b = &mut self.blocks[idx as usize];
+        for inst in b.insts.iter() {
+            let a = b.hpa + inst.off as u64;
+            let lo = mem.load_u16_unchecked(a) as u32;
+            let raw = if inst.raw & 3 == 3 {
+                lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
+            } else {
+                lo
+            };
+            if raw != inst.raw {
+                return false;
+            }
+        }
+        b.epoch = epoch;
+        true
+    }
+
+    /// Drop every block.
     pub fn flush(&mut self) {
+        self.flushes += 1;
         self.blocks.clear();
         self.by_hpa.clear();
         self.jmp.fill(JMP_EMPTY);

@@ -61,7 +61,6 @@ pub(crate) struct Cpu {
     /// LR reservation: (address, size, value loaded), matched by SC by value.
     pub resv: Option<(u64, u64, u64)>,
     pub tlb: Tlb,
-    pub seen_code_epoch: u64,
 
     pub mem: Arc<PhysMemory>,
     pub pmc: Arc<Pmc>,
@@ -110,7 +109,6 @@ impl Cpu {
             instret: 0,
             resv: None,
             tlb: Tlb::new(),
-            seen_code_epoch: platform.mem.code_epoch(),
             mem: platform.mem.clone(),
             pmc: platform.pmc.clone(),
             vmid: shared.vmid,

@@ -124,8 +124,7 @@ impl Cpu {
             STIMECMP => {
                 // Sstc: with V=1, stimecmp (really vstimecmp) needs henvcfg.STCE and
                 // hcounteren.TM, else a virtual-instruction exception.
-                if self.henvcfg & ENVCFG_STCE == 0 || self.hcounteren & (1 << (TIME & 0x1f)) == 0
-                {
+                if self.henvcfg & ENVCFG_STCE == 0 || self.hcounteren & (1 << (TIME & 0x1f)) == 0 {
                     return Err(Trap::virtual_inst(inst));
                 }
                 self.vstimecmp

@@ -30,9 +30,11 @@ macro_rules! store_fn {
         pub fn $name(&mut self, va: u64, v: $t) -> Result<(), Trap> {
             const SIZE: u64 = std::mem::size_of::<$t>() as u64;
             if let Some(h) = self.tlb.lookup(self.mmu_idx, ACC_WRITE, va, SIZE) {
-                // SAFETY: as for loads; write entries exist only for writable non-code pages.
-                unsafe { <$at>::from_ptr(h as *mut $t) }.store(v, Relaxed);
-                return Ok(());
+                if !self.mem.is_code_host(h) {
+                    // SAFETY: as for loads; the entry was filled for a writable page.
+                    unsafe { <$at>::from_ptr(h as *mut $t) }.store(v, Relaxed);
+                    return Ok(());
+                }
             }
             self.store_slow(va, SIZE, v as u64)
         }
@@ -61,10 +63,7 @@ impl Cpu {
                     Access::Write => ACC_WRITE,
                     Access::Exec => ACC_EXEC,
                 };
-                // Stores to code pages must stay on the slow path so they invalidate blocks.
-                if access != Access::Write || !self.mem.is_code(page) {
-                    self.tlb.insert(ctx, acc, va, self.mem.host_addr(page));
-                }
+                self.tlb.insert(ctx, acc, va, self.mem.host_addr(page));
                 Ok(t.hpa)
             }
             Err(f) => Err(Trap::from_fault(f, va)),
@@ -125,7 +124,9 @@ impl Cpu {
             return Err(Trap::exc(cause::STORE_MISALIGNED, va));
         }
         if let Some(h) = self.tlb.lookup(self.mmu_idx, ACC_WRITE, va, size) {
-            return Ok(h);
+            if !self.mem.is_code_host(h) {
+                return Ok(h);
+            }
         }
         let hpa = self.fill(self.mmu_idx, va, Access::Write)?;
         self.mem.note_store(hpa, size);

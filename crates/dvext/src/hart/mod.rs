@@ -55,6 +55,12 @@ pub struct GuestAccessFault {
 pub struct HartStats {
     pub instret: u64,
     pub blocks_cached: usize,
+    /// Blocks decoded (first use, or rebuilt after their code page was written).
+    pub blocks_built: u64,
+    /// Whole decoded-block cache flushes (cache full).
+    pub block_flushes: u64,
+    /// fence.i executed (locally or by remote request).
+    pub fence_i: u64,
 }
 
 pub struct Hart {
@@ -91,6 +97,9 @@ impl Hart {
         HartStats {
             instret: self.cpu.instret,
             blocks_cached: self.cache.len(),
+            blocks_built: self.cache.built,
+            block_flushes: self.cache.flushes,
+            fence_i: self.cache.fences,
         }
     }
 
@@ -406,7 +415,7 @@ impl Hart {
             match flow {
                 Flow::Next => {}
                 Flow::Exit(e) => return e,
-                Flow::FenceI => self.cache.flush(),
+                Flow::FenceI => self.cache.fence_i(),
                 Flow::Wfi => self.wait_for_interrupt(),
             }
         }
@@ -431,14 +440,9 @@ impl Hart {
                 c.tlb.flush_all();
             }
             if r & req::FENCE_I != 0 {
-                self.cache.flush();
+                self.cache.fence_i();
             }
             c.shared.fence_done.fetch_max(seq, Ordering::SeqCst);
-        }
-        let epoch = c.mem.code_epoch();
-        if epoch != c.seen_code_epoch {
-            c.seen_code_epoch = epoch;
-            c.tlb.flush_writes();
         }
         if r & req::KICK != 0 {
             return Some(Exit::Kicked);
@@ -471,7 +475,11 @@ impl Hart {
     fn block_at(&mut self, pc: u64) -> Result<BlockRef, Trap> {
         let hpa = self.cpu.fetch_hpa(pc)?;
         if let Some(i) = self.cache.find(pc, hpa) {
-            if self.cache.get(i).gen == self.cpu.mem.code_gen(hpa) && self.cpu.mem.is_code(hpa) {
+            let b = self.cache.get(i);
+            if b.gen == self.cpu.mem.code_gen(hpa)
+                && self.cpu.mem.is_code(hpa)
+                && (b.epoch == self.cache.epoch() || self.cache.revalidate(i, &self.cpu.mem))
+            {
                 return Ok(BlockRef::Cached(i));
             }
         }
@@ -483,11 +491,6 @@ impl Hart {
     fn build_block(&mut self, pc: u64, hpa: u64) -> Result<BlockRef, Trap> {
         let mem = self.cpu.mem.clone();
         let gen = mem.mark_code(hpa);
-        if mem.code_epoch() != self.cpu.seen_code_epoch {
-            // This page just became code: our own fast store paths must stop bypassing it.
-            self.cpu.seen_code_epoch = mem.code_epoch();
-            self.cpu.tlb.flush_writes();
-        }
         let page_end = (hpa | (PAGE_SIZE - 1)) + 1;
         let mut insts = Vec::with_capacity(16);
         let mut a = hpa;
@@ -518,6 +521,7 @@ impl Hart {
             Block {
                 hpa,
                 gen,
+                epoch: self.cache.epoch(),
                 insts: insts.into_boxed_slice(),
             },
         );

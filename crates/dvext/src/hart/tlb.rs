@@ -88,13 +88,6 @@ impl Tlb {
         }
     }
 
-    /// Drop all write entries (a page became code: its stores must take the slow path).
-    pub fn flush_writes(&mut self) {
-        for ctx in 0..MMU_CONTEXTS {
-            self.tables[ctx * 3 + ACC_WRITE].fill(EMPTY);
-        }
-    }
-
     /// Drop read entries (MXR changed which pages are readable).
     pub fn flush_reads(&mut self) {
         for ctx in 0..MMU_CONTEXTS {
