@@ -18,6 +18,7 @@
 #   TIMEOUT   seconds before QEMU is killed (default: 300)
 #   LOG       where to keep the console output (default: a temporary file, kept)
 #   EXPECT    a string the output must contain for success (default: done)
+#   QEMU_EXTRA extra QEMU arguments, split on spaces (e.g. "-cpu rv64,sstc=false")
 #
 # Exit status: 0 if the guest came up, the output contains $EXPECT and QEMU exited by itself.
 set -euo pipefail
@@ -64,7 +65,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 start=$(now)
 "$QEMU" -M virt -m "$MEM" -smp "$CPUS" -nographic \
-    -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" \
+    -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" ${QEMU_EXTRA:-} \
     <&3 > >(tee -a "$LOG") 2>&1 &
 qpid=$!
 

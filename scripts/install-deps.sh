@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what building and testing duvisor needs on a Debian bookworm host: the riscv64
+# binutils (the dvext tests assemble their guest programs), cpio (initramfs round-trip test),
+# and QEMU 10 from bookworm-backports (the reference the boot tests and benchmarks compare to).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+need=()
+command -v riscv64-linux-gnu-as >/dev/null || need+=(binutils-riscv64-linux-gnu)
+command -v cpio >/dev/null || need+=(cpio)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+want_qemu=0
+if ! command -v qemu-system-riscv64 >/dev/null; then want_qemu=1; fi
+
+if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ]; then
+    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            | $SUDO tee /etc/apt/sources.list.d/duvisor-backports.sources >/dev/null
+    fi
+    $SUDO apt-get update -qq
+    [ ${#need[@]} -gt 0 ] && $SUDO apt-get install -y -qq "${need[@]}"
+    [ $want_qemu = 1 ] && $SUDO apt-get install -y -qq -t bookworm-backports qemu-system-misc
+fi
+echo "dependencies ready: $(riscv64-linux-gnu-as --version | head -1); $(qemu-system-riscv64 --version | head -1)"
