@@ -9,7 +9,11 @@ use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Boot tests share two cores: running them one at a time keeps their timing meaningful.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check_against_qemu(cpus: u32) {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = guest();
     let ours = run_console(duvisor_cmd(&g, cpus, &["--stats"]), FACTS_SCRIPT, TIMEOUT);
     assert_eq!(

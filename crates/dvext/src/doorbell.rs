@@ -152,10 +152,16 @@ impl Interrupter {
         Ok(())
     }
 
-    /// Flush translations (or decoded code) on `vcpu` and wait until it no longer runs guest
-    /// code that could use stale ones.
+    /// Flush translations (or decoded code) on `vcpu`. For translations, wait until it no
+    /// longer runs guest code that could use stale ones. A fence.i is posted without waiting:
+    /// the target re-checks its decoded blocks before starting its next block, and blocking a
+    /// sender on a descheduled target (overcommitted hosts) costs milliseconds per fence.
     pub fn remote_fence(&self, vcpu: u32, kind: RemoteFence) -> Result<(), DoorbellError> {
         let h = self.target(vcpu)?;
+        if kind == RemoteFence::FenceI {
+            h.post(req::FENCE_I);
+            return Ok(());
+        }
         let bit = match kind {
             RemoteFence::Vvma => req::FLUSH_VVMA,
             RemoteFence::Gvma => req::FLUSH_GVMA,

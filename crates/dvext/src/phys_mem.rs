@@ -238,7 +238,7 @@ impl PhysMemory {
         self.code_gen[page].load(Ordering::Acquire)
     }
 
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn is_code(&self, hpa: u64) -> bool {
         self.code[(hpa >> PAGE_SHIFT) as usize].load(Ordering::Relaxed)
     }

@@ -96,6 +96,13 @@ impl AptEnv {
             ("Dir::Etc::Preferences", self.path("etc/preferences")),
             ("Dir::Etc::PreferencesParts", self.path("etc/preferences.d")),
             ("Dir::Cache", self.path("cache")),
+            // Keep apt's binary cache (some hosts, e.g. Debian's docker images, turn it off),
+            // or each apt-cache run re-parses the whole index.
+            ("Dir::Cache::pkgcache", self.path("cache/pkgcache.bin")),
+            (
+                "Dir::Cache::srcpkgcache",
+                self.path("cache/srcpkgcache.bin"),
+            ),
             ("APT::Architecture", ARCH.to_string()),
             ("APT::Architectures", ARCH.to_string()),
             ("Acquire::Languages", "none".to_string()),
@@ -156,13 +163,22 @@ impl AptEnv {
         Ok(parse_depends(&out))
     }
 
-    /// `apt-cache show` of the candidate version.
-    pub fn show(&self, package: &str) -> Result<PackageInfo> {
+    /// `apt-cache show` of the candidate versions of `packages` (one run), in the same order.
+    pub fn show(&self, packages: &[String]) -> Result<Vec<PackageInfo>> {
         let mut cmd = self.command("apt-cache");
-        cmd.args(["show", "--no-all-versions", package]);
-        let out = run(cmd, &format!("apt-cache show {package}"))?;
-        parse_show(&out)
-            .with_context(|| format!("apt-cache show {package} printed no package record"))
+        cmd.args(["show", "--no-all-versions"]).args(packages);
+        let what = format!("apt-cache show {}", packages.join(" "));
+        let records = parse_show_all(&run(cmd, &what)?);
+        packages
+            .iter()
+            .map(|p| {
+                records
+                    .iter()
+                    .find(|r| &r.name == p)
+                    .cloned()
+                    .with_context(|| format!("{what} printed no record for {p}"))
+            })
+            .collect()
     }
 
     /// `apt-get download PKG...` into `dir`.
@@ -243,28 +259,31 @@ pub fn parse_depends(out: &str) -> Vec<String> {
     names
 }
 
-/// Parses the first record of `apt-cache show` output.
-pub fn parse_show(out: &str) -> Option<PackageInfo> {
-    let mut name = None;
-    let mut version = None;
-    let mut size = 0;
-    for line in out.lines() {
-        if line.is_empty() && name.is_some() {
-            break;
+/// Parses the records of `apt-cache show` output (those with a name and a version).
+pub fn parse_show_all(out: &str) -> Vec<PackageInfo> {
+    let mut records = Vec::new();
+    for para in out.split("\n\n") {
+        let mut name = None;
+        let mut version = None;
+        let mut size = 0;
+        for line in para.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                name = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("Version: ") {
+                version = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("Size: ") {
+                size = v.trim().parse().unwrap_or(0);
+            }
         }
-        if let Some(v) = line.strip_prefix("Package: ") {
-            name = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("Version: ") {
-            version = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("Size: ") {
-            size = v.trim().parse().unwrap_or(0);
+        if let (Some(name), Some(version)) = (name, version) {
+            records.push(PackageInfo {
+                name,
+                version,
+                size,
+            });
         }
     }
-    Some(PackageInfo {
-        name: name?,
-        version: version?,
-        size,
-    })
+    records
 }
 
 #[cfg(test)]
@@ -381,7 +400,11 @@ mod tests {
     fn parses_show_and_names_the_deb() {
         let out = "Package: busybox-static\nSource: busybox (1:1.38.0-3)\nVersion: 1:1.38.0-3+b1\n\
                    Architecture: riscv64\nSize: 953700\n\nPackage: busybox-static\nVersion: 1:1.37.0-1\n";
-        let info = parse_show(out).unwrap();
+        let all = parse_show_all(out);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].version, "1:1.37.0-1");
+        assert_eq!(all[1].size, 0);
+        let info = all[0].clone();
         assert_eq!(info.name, "busybox-static");
         assert_eq!(info.version, "1:1.38.0-3+b1");
         assert_eq!(info.size, 953_700);
@@ -389,7 +412,7 @@ mod tests {
             info.deb_file_name(),
             "busybox-static_1%3a1.38.0-3+b1_riscv64.deb"
         );
-        assert!(parse_show("N: no packages\n").is_none());
+        assert!(parse_show_all("N: no packages\n").is_empty());
     }
 
     #[test]

@@ -149,9 +149,21 @@ impl Ui {
     }
 
     fn end_step(&self) {
+        self.end_step_with('✓');
+    }
+
+    /// Ends the current step as failed.
+    fn fail_step(&self) {
+        self.end_step_with('✗');
+    }
+
+    fn end_step_with(&self, mark: char) {
         if let Some((msg, start)) = self.current.borrow_mut().take() {
             if let Some(bar) = &self.bar {
-                bar.println(format!("  ✓ {msg} ({:.1}s)", start.elapsed().as_secs_f64()));
+                bar.println(format!(
+                    "  {mark} {msg} ({:.1}s)",
+                    start.elapsed().as_secs_f64()
+                ));
             }
         }
     }
@@ -326,9 +338,8 @@ fn download(root: &Path, ui: &Ui) -> Result<Selection> {
                 return Ok(sel);
             }
             Err(e) => {
-                let first = format!("{e:#}");
-                let first = first.lines().next().unwrap_or_default().to_string();
-                ui.warn(format!("Debian {suite}: {first}"));
+                ui.fail_step();
+                ui.warn(format!("Debian {suite} unusable: {}", one_line(&e)));
                 failures.push((suite.clone(), e));
             }
         }
@@ -352,6 +363,22 @@ fn download(root: &Path, ui: &Ui) -> Result<Selection> {
     bail!("{what}:\n{}", details.join("\n"))
 }
 
+/// A short, one-line account of an error: its first line, plus the first apt error line.
+fn one_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().trim_end_matches(':');
+    let mut out = first.to_string();
+    if let Some(detail) = lines.find(|l| l.starts_with("E:")) {
+        out.push_str(": ");
+        out.push_str(detail);
+    }
+    if out.chars().count() > 200 {
+        out = out.chars().take(197).collect::<String>() + "...";
+    }
+    out
+}
+
 fn is_versioned_image(name: &str) -> bool {
     name.strip_prefix("linux-image-")
         .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
@@ -363,6 +390,7 @@ fn try_suite(root: &Path, suite: &str, mirror: &str, ui: &Ui) -> Result<Selectio
     env.prepare()?;
     ui.step(format!("updating package index ({suite})"));
     env.update()?;
+    ui.step(format!("resolving {KERNEL_META} ({suite})"));
 
     let image = env
         .depends(KERNEL_META)?
@@ -379,10 +407,7 @@ fn try_suite(root: &Path, suite: &str, mirror: &str, ui: &Ui) -> Result<Selectio
             .filter(|d| d.starts_with("linux-") && d.ends_with(&abi) && *d != image),
     );
     names.push(BUSYBOX.to_string());
-    let infos = names
-        .iter()
-        .map(|n| env.show(n))
-        .collect::<Result<Vec<_>>>()?;
+    let infos = env.show(&names)?;
 
     let dir = root.join("debs").join(suite);
     let present = |i: &PackageInfo| {
@@ -700,6 +725,21 @@ mod tests {
         fs::write(guest.join("manifest"), manifest(FORMAT, 5)).unwrap();
         fs::write(guest.join("Image-6.1"), vec![0u8; 4096]).unwrap();
         assert!(cached(&root).is_none(), "not an Image");
+    }
+
+    #[test]
+    fn one_line_errors() {
+        let e = anyhow::anyhow!(
+            "apt-get update (trixie) failed (exit status: 100):\n  Err:2 http://x trixie/main \
+             riscv64 Packages\n  E: Failed to fetch http://x/Packages.xz  File has unexpected \
+             size (1 != 2). Mirror sync in progress?"
+        );
+        assert_eq!(
+            one_line(&e),
+            "apt-get update (trixie) failed (exit status: 100): E: Failed to fetch \
+             http://x/Packages.xz  File has unexpected size (1 != 2). Mirror sync in progress?"
+        );
+        assert_eq!(one_line(&anyhow::anyhow!("plain")), "plain");
     }
 
     #[test]

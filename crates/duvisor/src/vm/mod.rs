@@ -19,7 +19,7 @@ use crate::devices::bus::MmioBus;
 use crate::devices::plic::Plic;
 use crate::devices::uart::Uart;
 use crate::devices::ExternalInterruptSink;
-use crate::fdt::{build_fdt, FdtSpec};
+use crate::fdt::{build_fdt_with_rng_seed, FdtSpec};
 use crate::loader::plan_layout;
 use crate::stats::{ExitStats, EXIT_KINDS};
 use crate::vcpu;
@@ -174,6 +174,20 @@ impl VmReport {
     }
 }
 
+fn host_random_seed() -> [u8; 64] {
+    let mut seed = [0u8; 64];
+    let mut got = 0;
+    while got < seed.len() {
+        // SAFETY: writes at most `len - got` bytes into our buffer.
+        let n = unsafe { libc::getrandom(seed[got..].as_mut_ptr().cast(), seed.len() - got, 0) };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    seed
+}
+
 fn host_ram() -> u64 {
     // SAFETY: sysinfo only writes the struct we pass.
     let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
@@ -301,7 +315,9 @@ impl Vm {
             plic: (PLIC_BASE, PLIC_SIZE, plic.ndev()),
             virtio: Vec::new(),
         };
-        let fdt = build_fdt(&spec)?;
+        // Seed the guest's RNG from the host, as firmware does: without it the guest kernel
+        // waits many seconds for entropy.
+        let fdt = build_fdt_with_rng_seed(&spec, &host_random_seed())?;
         if fdt.len() as u64 > FDT_MAX {
             bail!(
                 "device tree of {} bytes exceeds its {FDT_MAX}-byte window",

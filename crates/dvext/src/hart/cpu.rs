@@ -14,8 +14,9 @@ use crate::pmc::{Pmc, Vmid};
 pub(crate) const POLL_INTERVAL: u32 = 256;
 
 pub(crate) struct Cpu {
-    /// x0..x31, then the x0 sink slot; padded to 64 so `& 63` indexing needs no bounds check.
-    pub x: [u64; 64],
+    /// x0..x31, then the x0 sink slot; padded to 256 so indexing with a `u8` register number
+    /// needs neither a bounds check nor a mask.
+    pub x: [u64; 256],
     pub f: [u64; 32],
     pub pc: u64,
     /// Running in VU (else VS).
@@ -73,7 +74,7 @@ pub(crate) struct Cpu {
 impl Cpu {
     pub fn new(platform: Arc<PlatformInner>, shared: Arc<HartShared>) -> Self {
         Cpu {
-            x: [0; 64],
+            x: [0; 256],
             f: [0; 32],
             pc: 0,
             user: false,
@@ -120,12 +121,12 @@ impl Cpu {
 
     #[inline(always)]
     pub fn xr(&self, r: u8) -> u64 {
-        self.x[(r & 63) as usize]
+        self.x[r as usize]
     }
 
     #[inline(always)]
     pub fn xw(&mut self, r: u8, v: u64) {
-        self.x[(r & 63) as usize] = v;
+        self.x[r as usize] = v;
     }
 
     /// Recompute the TLB context after a change of privilege or vsstatus.SUM.

@@ -94,12 +94,22 @@ impl Cpu {
 
     /// Execute `insts`, the block found at virtual address `pc0`.
     pub fn exec_block(&mut self, insts: &[Inst], pc0: u64) -> Flow {
-        for (i, inst) in insts.iter().enumerate() {
-            let pc = pc0.wrapping_add(inst.off as u64);
+        let base = insts.as_ptr() as usize;
+        for inst in insts.iter() {
+            // The instruction's address, computed only where it is used.
+            macro_rules! pc {
+                () => {
+                    pc0.wrapping_add(inst.off as u64)
+                };
+            }
+            // Index of `inst` in the block, derived from its address only on the paths that
+            // leave the block (an enumerate() counter is a loop-carried value the compiler
+            // keeps on the stack in this large function).
+            let i = (inst as *const Inst as usize - base) / std::mem::size_of::<Inst>();
             macro_rules! trap {
                 ($t:expr) => {{
                     self.instret += i as u64;
-                    return self.trap_flow($t, inst, pc);
+                    return self.trap_flow($t, inst, pc!());
                 }};
             }
             macro_rules! tr {
@@ -120,9 +130,9 @@ impl Cpu {
             macro_rules! branch {
                 ($cond:expr) => {{
                     let target = if $cond {
-                        pc.wrapping_add(inst.imm as i64 as u64)
+                        pc!().wrapping_add(inst.imm as i64 as u64)
                     } else {
-                        pc.wrapping_add(inst.len())
+                        pc!().wrapping_add(inst.len())
                     };
                     jump!(target)
                 }};
@@ -231,14 +241,14 @@ impl Cpu {
             match inst.op {
                 Op::Illegal => trap!(Trap::illegal(inst)),
                 Op::Lui => self.xw(inst.rd, imm),
-                Op::Auipc => self.xw(inst.rd, pc.wrapping_add(imm)),
+                Op::Auipc => self.xw(inst.rd, pc!().wrapping_add(imm)),
                 Op::Jal => {
-                    self.xw(inst.rd, pc.wrapping_add(inst.len()));
-                    jump!(pc.wrapping_add(imm))
+                    self.xw(inst.rd, pc!().wrapping_add(inst.len()));
+                    jump!(pc!().wrapping_add(imm))
                 }
                 Op::Jalr => {
                     let target = rs1.wrapping_add(imm) & !1;
-                    self.xw(inst.rd, pc.wrapping_add(inst.len()));
+                    self.xw(inst.rd, pc!().wrapping_add(inst.len()));
                     jump!(target)
                 }
                 Op::Beq => branch!(rs1 == rs2),
@@ -364,7 +374,7 @@ impl Cpu {
                     }
                 }
                 Op::FenceI => {
-                    self.pc = pc.wrapping_add(inst.len());
+                    self.pc = pc!().wrapping_add(inst.len());
                     self.instret += i as u64 + 1;
                     return Flow::FenceI;
                 }
@@ -376,7 +386,7 @@ impl Cpu {
                     };
                     trap!(Trap::exc(c, 0))
                 }
-                Op::Ebreak => trap!(Trap::exc(cause::BREAKPOINT, pc)),
+                Op::Ebreak => trap!(Trap::exc(cause::BREAKPOINT, pc!())),
                 Op::Sret => {
                     if self.user || self.hstatus & HSTATUS_VTSR != 0 {
                         trap!(Trap::virtual_inst(inst))
@@ -398,7 +408,7 @@ impl Cpu {
                     if self.user || self.hstatus & HSTATUS_VTW != 0 {
                         trap!(Trap::virtual_inst(inst))
                     }
-                    self.pc = pc.wrapping_add(inst.len());
+                    self.pc = pc!().wrapping_add(inst.len());
                     self.instret += i as u64 + 1;
                     return Flow::Wfi;
                 }
@@ -411,7 +421,7 @@ impl Cpu {
                     } else {
                         self.tlb.flush_va(rs1);
                     }
-                    jump!(pc.wrapping_add(inst.len()))
+                    jump!(pc!().wrapping_add(inst.len()))
                 }
                 Op::HypervisorOnly => trap!(Trap::virtual_inst(inst)),
                 Op::Csrrw | Op::Csrrs | Op::Csrrc | Op::Csrrwi | Op::Csrrsi | Op::Csrrci => {
@@ -421,7 +431,7 @@ impl Cpu {
                     let r = self.exec_csr(inst);
                     self.instret -= i as u64;
                     tr!(r);
-                    jump!(pc.wrapping_add(inst.len()))
+                    jump!(pc!().wrapping_add(inst.len()))
                 }
 
                 Op::LrW | Op::LrD => {

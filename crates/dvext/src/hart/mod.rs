@@ -66,6 +66,8 @@ pub struct HartStats {
 pub struct Hart {
     cpu: Cpu,
     cache: BlockCache,
+    /// Thread registered for WFI wake-ups (re-registered only if huret moves threads).
+    thread: Option<std::thread::ThreadId>,
 }
 
 impl std::fmt::Debug for Hart {
@@ -79,9 +81,13 @@ impl std::fmt::Debug for Hart {
 
 impl Hart {
     pub(crate) fn new(platform: Arc<PlatformInner>, shared: Arc<HartShared>) -> Self {
+        if platform.halt_reason(shared.vmid).is_some() {
+            shared.req.fetch_or(req::HALT, Ordering::SeqCst);
+        }
         Hart {
             cpu: Cpu::new(platform, shared),
             cache: BlockCache::new(),
+            thread: None,
         }
     }
 
@@ -358,18 +364,16 @@ impl Hart {
     /// `huret`: enter the guest at uepc, in VS-mode if hustatus.SPVP is set (else VU), and run
     /// it until the next exit that is not delegated to the guest.
     pub fn huret(&mut self) -> Exit {
-        {
-            let mut t = self
+        let me = std::thread::current().id();
+        if self.thread != Some(me) {
+            // Registered for doorbell wake-ups from WFI: once per thread, not per entry.
+            *self
                 .cpu
                 .shared
                 .thread
                 .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if t.as_ref()
-                .is_none_or(|t| t.id() != std::thread::current().id())
-            {
-                *t = Some(std::thread::current());
-            }
+                .unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+            self.thread = Some(me);
         }
         self.cpu.shared.in_guest.store(true, Ordering::SeqCst);
         self.cpu.pc = self.cpu.uepc;
@@ -426,7 +430,8 @@ impl Hart {
         let c = &mut self.cpu;
         c.poll = POLL_INTERVAL;
         let r = c.shared.req.swap(0, Ordering::SeqCst);
-        if r & req::HALT != 0 || c.platform.halt_reason(c.vmid).is_some() {
+        // HALT is sticky (re-posted below), so the halt map is only read once halted.
+        if r & req::HALT != 0 {
             c.shared.req.fetch_or(req::HALT, Ordering::SeqCst);
             let reason = c
                 .platform
@@ -476,8 +481,9 @@ impl Hart {
         let hpa = self.cpu.fetch_hpa(pc)?;
         if let Some(i) = self.cache.find(pc, hpa) {
             let b = self.cache.get(i);
+            // An unchanged generation also means the page is still marked as code: a store
+            // clears the mark and bumps the generation together.
             if b.gen == self.cpu.mem.code_gen(hpa)
-                && self.cpu.mem.is_code(hpa)
                 && (b.epoch == self.cache.epoch() || self.cache.revalidate(i, &self.cpu.mem))
             {
                 return Ok(BlockRef::Cached(i));
