@@ -27,7 +27,6 @@
 
 mod apt;
 mod cpio;
-pub mod image;
 mod initramfs;
 mod lock;
 
@@ -42,8 +41,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use crate::loader::ImageHeader;
 use apt::{AptEnv, PackageInfo};
-pub use image::{parse_image_header, ImageHeader};
+
+/// Check that `bytes` start with a RISC-V Linux `Image` header (the loader's own check).
+pub fn parse_image_header(bytes: &[u8]) -> Result<ImageHeader> {
+    Ok(ImageHeader::parse(bytes)?)
+}
 pub use initramfs::READY_MARKER;
 
 /// The files to boot the reference guest with.
@@ -619,7 +623,7 @@ fn cached(root: &Path) -> Option<GuestFiles> {
     };
     let kernel = file("kernel", "kernel_size")?;
     let initrd = file("initrd", "initrd_size")?;
-    let mut head = [0u8; image::HEADER_LEN];
+    let mut head = [0u8; crate::loader::IMAGE_HEADER_SIZE];
     fs::File::open(&kernel).ok()?.read_exact(&mut head).ok()?;
     parse_image_header(&head).ok()?;
     Some(GuestFiles {
@@ -691,7 +695,7 @@ mod tests {
 
     fn fake_image() -> Vec<u8> {
         let mut k = vec![0u8; 4096];
-        k[0x38..0x3c].copy_from_slice(image::MAGIC2);
+        k[0x38..0x3c].copy_from_slice(crate::loader::IMAGE_MAGIC2);
         k
     }
 
