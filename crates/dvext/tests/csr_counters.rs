@@ -58,16 +58,29 @@ fn hutimedelta_offsets_guest_time() {
     vm.skip();
     vm.run_to_ecall();
     let s1 = vm.x(r::S1);
-    assert!(s1 < 10 * TIMEBASE_HZ, "guest time {s1} should restart near 0");
+    assert!(
+        s1 < 10 * TIMEBASE_HZ,
+        "guest time {s1} should restart near 0"
+    );
 }
 
 #[test]
 fn counters_need_hucounteren() {
-    for (insn, csr_bit) in [("rdcycle a0", 0), ("rdtime a0", 1), ("rdinstret a0", 2), ("csrr a0, hpmcounter3", 3)] {
+    for (insn, csr_bit) in [
+        ("rdcycle a0", 0),
+        ("rdtime a0", 1),
+        ("rdinstret a0", 2),
+        ("csrr a0, hpmcounter3", 3),
+    ] {
         for enabled in [false, true] {
-            let mut vm = TestVm::with_program(&format!(".option norvc\nli a0, 0x55\n{insn}\necall\n"));
+            let mut vm =
+                TestVm::with_program(&format!(".option norvc\nli a0, 0x55\n{insn}\necall\n"));
             // All bits except this one, or only this one.
-            let en = if enabled { 1u64 << csr_bit } else { 0xffff_ffff & !(1u64 << csr_bit) };
+            let en = if enabled {
+                1u64 << csr_bit
+            } else {
+                0xffff_ffff & !(1u64 << csr_bit)
+            };
             vm.set_csr(HUCOUNTEREN, en);
             let e = vm.run();
             if enabled {

@@ -46,8 +46,7 @@ fn amo_word_ops_old_value_sign_extended_and_memory_result() {
     srcs.push(("lwu a0, 4(s10)".into(), 0xdead_beef));
     // The upper half of rs2 is ignored by W AMOs.
     srcs.push((
-        "sw zero, 0(s10); li t1, 0x1234567800000003; amoadd.w a0, t1, (s10); lwu a0, 0(s10)"
-            .into(),
+        "sw zero, 0(s10); li t1, 0x1234567800000003; amoadd.w a0, t1, (s10); lwu a0, 0(s10)".into(),
         3,
     ));
     // rd = x0: memory still updated.

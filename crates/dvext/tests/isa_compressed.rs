@@ -115,7 +115,11 @@ fn compressed_program_matches_its_expansion() {
     assert_eq!(u.x(r::A4), 0x8010_0ff0, "c.addi4spn after c.addi16sp");
     assert_eq!(u.x(r::SP), 0x8010_0fe0);
     assert_eq!(u.x(r::S5), 0x8010_0fe0);
-    assert_eq!(u.x(r::T0), u.x(r::A2) as u32 as i32 as i64 as u64, "c.lwsp sign-extends");
+    assert_eq!(
+        u.x(r::T0),
+        u.x(r::A2) as u32 as i32 as i64 as u64,
+        "c.lwsp sign-extends"
+    );
     assert_eq!(u.f(1), 0x4009_21fb_5444_2d18, "c.fldsp");
     assert_eq!(u.f(10), 0xffff_ffff_ffff_fee4, "c.fld");
     assert_eq!(u.x(r::A0), 0xffff_ffff_ffff_ff02, "c.addw");

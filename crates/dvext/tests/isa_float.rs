@@ -23,24 +23,60 @@ fn nan_boxing() {
         PRE,
         &[
             // Not boxed: reads as the canonical NaN.
-            ("li t0, 0x3f800000; fmv.d.x f1, t0; fadd.s f2, f1, f1; fmv.x.d a0, f2", CNAN_S_BOXED),
-            ("li t0, 0xffffffff3f800000; fmv.d.x f1, t0; fadd.s f2, f1, f1; fmv.x.d a0, f2", 0xffff_ffff_4000_0000),
+            (
+                "li t0, 0x3f800000; fmv.d.x f1, t0; fadd.s f2, f1, f1; fmv.x.d a0, f2",
+                CNAN_S_BOXED,
+            ),
+            (
+                "li t0, 0xffffffff3f800000; fmv.d.x f1, t0; fadd.s f2, f1, f1; fmv.x.d a0, f2",
+                0xffff_ffff_4000_0000,
+            ),
             // Partially boxed is not boxed.
-            ("li t0, 0xfffffffe3f800000; fmv.d.x f1, t0; fsgnj.s f2, f1, f1; fmv.x.d a0, f2", CNAN_S_BOXED),
-            ("li t0, 0x3f800000; fmv.d.x f1, t0; fcvt.d.s f2, f1; fmv.x.d a0, f2", CNAN_D),
+            (
+                "li t0, 0xfffffffe3f800000; fmv.d.x f1, t0; fsgnj.s f2, f1, f1; fmv.x.d a0, f2",
+                CNAN_S_BOXED,
+            ),
+            (
+                "li t0, 0x3f800000; fmv.d.x f1, t0; fcvt.d.s f2, f1; fmv.x.d a0, f2",
+                CNAN_D,
+            ),
             ("li t0, 0x3f800000; fmv.d.x f1, t0; fclass.s a0, f1", 0x200),
             ("li t0, 0x3f800000; fmv.d.x f1, t0; feq.s a0, f1, f1", 0),
             // Single-precision results and loads are boxed.
-            ("li t0, 0x40490fdb; sw t0, 0(s10); flw f3, 0(s10); fmv.x.d a0, f3", 0xffff_ffff_4049_0fdb),
-            ("li t0, 0x12345678; fmv.w.x f4, t0; fmv.x.d a0, f4", 0xffff_ffff_1234_5678),
-            ("li t0, 0x4000000000000000; fmv.d.x f5, t0; fcvt.s.d f6, f5; fmv.x.d a0, f6", 0xffff_ffff_4000_0000),
+            (
+                "li t0, 0x40490fdb; sw t0, 0(s10); flw f3, 0(s10); fmv.x.d a0, f3",
+                0xffff_ffff_4049_0fdb,
+            ),
+            (
+                "li t0, 0x12345678; fmv.w.x f4, t0; fmv.x.d a0, f4",
+                0xffff_ffff_1234_5678,
+            ),
+            (
+                "li t0, 0x4000000000000000; fmv.d.x f5, t0; fcvt.s.d f6, f5; fmv.x.d a0, f6",
+                0xffff_ffff_4000_0000,
+            ),
             // fmv.x.w moves the low 32 bits, sign-extended, boxed or not.
-            ("li t0, 0xffffffffbf800000; fmv.d.x f5, t0; fmv.x.w a0, f5", 0xffff_ffff_bf80_0000),
-            ("li t0, 0x3f800000; fmv.w.x f5, t0; fmv.x.w a0, f5", 0x3f80_0000),
-            ("li t0, 0x1234567880000000; fmv.d.x f6, t0; fmv.x.w a0, f6", 0xffff_ffff_8000_0000),
+            (
+                "li t0, 0xffffffffbf800000; fmv.d.x f5, t0; fmv.x.w a0, f5",
+                0xffff_ffff_bf80_0000,
+            ),
+            (
+                "li t0, 0x3f800000; fmv.w.x f5, t0; fmv.x.w a0, f5",
+                0x3f80_0000,
+            ),
+            (
+                "li t0, 0x1234567880000000; fmv.d.x f6, t0; fmv.x.w a0, f6",
+                0xffff_ffff_8000_0000,
+            ),
             // fsw stores the low 32 bits whatever the upper half holds.
-            ("li t0, 0x1122334455667788; fmv.d.x f7, t0; fsw f7, 0(s10); lwu a0, 0(s10)", 0x5566_7788),
-            ("li t0, 0x1122334455667788; fmv.d.x f7, t0; fsd f7, 8(s10); ld a0, 8(s10)", 0x1122_3344_5566_7788),
+            (
+                "li t0, 0x1122334455667788; fmv.d.x f7, t0; fsw f7, 0(s10); lwu a0, 0(s10)",
+                0x5566_7788,
+            ),
+            (
+                "li t0, 0x1122334455667788; fmv.d.x f7, t0; fsd f7, 8(s10); ld a0, 8(s10)",
+                0x1122_3344_5566_7788,
+            ),
         ],
     );
 }
@@ -102,16 +138,43 @@ fn rounding_modes_static_and_dynamic() {
             ("csrwi frm, 1; fcvt.l.d a0, f1, rmm", 3),
             ("csrwi frm, 0; fcvt.l.d a0, f2, rdn", -3i64 as u64),
             // 1/3 in single precision: the rounding direction shows in the last bit.
-            ("csrwi frm, 0; fdiv.s f5, f3, f4; fmv.x.w a0, f5", 0x3eaa_aaab),
-            ("csrwi frm, 1; fdiv.s f5, f3, f4; fmv.x.w a0, f5", 0x3eaa_aaaa),
-            ("csrwi frm, 2; fdiv.s f5, f3, f4; fmv.x.w a0, f5", 0x3eaa_aaaa),
-            ("csrwi frm, 3; fdiv.s f5, f3, f4; fmv.x.w a0, f5", 0x3eaa_aaab),
-            ("csrwi frm, 2; fdiv.s f5, f3, f4, rne; fmv.x.w a0, f5", 0x3eaa_aaab),
-            ("csrwi frm, 0; fneg.s f6, f3; fdiv.s f5, f6, f4, rup; fmv.x.w a0, f5", 0xffff_ffff_beaa_aaaa),
-            ("csrwi frm, 0; fneg.s f6, f3; fdiv.s f5, f6, f4, rdn; fmv.x.w a0, f5", 0xffff_ffff_beaa_aaab),
+            (
+                "csrwi frm, 0; fdiv.s f5, f3, f4; fmv.x.w a0, f5",
+                0x3eaa_aaab,
+            ),
+            (
+                "csrwi frm, 1; fdiv.s f5, f3, f4; fmv.x.w a0, f5",
+                0x3eaa_aaaa,
+            ),
+            (
+                "csrwi frm, 2; fdiv.s f5, f3, f4; fmv.x.w a0, f5",
+                0x3eaa_aaaa,
+            ),
+            (
+                "csrwi frm, 3; fdiv.s f5, f3, f4; fmv.x.w a0, f5",
+                0x3eaa_aaab,
+            ),
+            (
+                "csrwi frm, 2; fdiv.s f5, f3, f4, rne; fmv.x.w a0, f5",
+                0x3eaa_aaab,
+            ),
+            (
+                "csrwi frm, 0; fneg.s f6, f3; fdiv.s f5, f6, f4, rup; fmv.x.w a0, f5",
+                0xffff_ffff_beaa_aaaa,
+            ),
+            (
+                "csrwi frm, 0; fneg.s f6, f3; fdiv.s f5, f6, f4, rdn; fmv.x.w a0, f5",
+                0xffff_ffff_beaa_aaab,
+            ),
             // double 0.1 -> single, round to nearest
-            ("li t0, 0x3fb999999999999a; fmv.d.x f7, t0; fcvt.s.d f8, f7; fmv.x.w a0, f8", 0x3dcc_cccd),
-            ("li t0, 0x3fb999999999999a; fmv.d.x f7, t0; fcvt.s.d f8, f7, rtz; fmv.x.w a0, f8", 0x3dcc_cccc),
+            (
+                "li t0, 0x3fb999999999999a; fmv.d.x f7, t0; fcvt.s.d f8, f7; fmv.x.w a0, f8",
+                0x3dcc_cccd,
+            ),
+            (
+                "li t0, 0x3fb999999999999a; fmv.d.x f7, t0; fcvt.s.d f8, f7, rtz; fmv.x.w a0, f8",
+                0x3dcc_cccc,
+            ),
         ],
     );
 }

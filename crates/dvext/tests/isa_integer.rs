@@ -15,10 +15,16 @@ const MAX: &str = "0x7fffffffffffffff";
 fn register_register_ops() {
     let c = |s: &str| s.replace("MIN", MIN).replace("MAX", MAX);
     let cases: Vec<(String, u64)> = vec![
-        (c("li a1, MAX; li a2, 1; add a0, a1, a2"), 0x8000_0000_0000_0000),
+        (
+            c("li a1, MAX; li a2, 1; add a0, a1, a2"),
+            0x8000_0000_0000_0000,
+        ),
         (c("li a1, -1; li a2, 2; add a0, a1, a2"), 1),
         (c("li a1, 0; li a2, 1; sub a0, a1, a2"), u64::MAX),
-        (c("li a1, MIN; li a2, 1; sub a0, a1, a2"), 0x7fff_ffff_ffff_ffff),
+        (
+            c("li a1, MIN; li a2, 1; sub a0, a1, a2"),
+            0x7fff_ffff_ffff_ffff,
+        ),
         (c("li a1, 1; li a2, 63; sll a0, a1, a2"), 1 << 63),
         // Only the low six bits of rs2 count.
         (c("li a1, 1; li a2, 65; sll a0, a1, a2"), 2),
@@ -75,7 +81,10 @@ fn register_immediate_ops() {
             ("sltiu a0, zero, 1", 1),
             ("li a1, 7; sltiu a0, a1, 1", 0),
             ("li a1, 0x1234; xori a0, a1, -1", !0x1234u64),
-            ("li a1, 0x100000000; ori a0, a1, -2048", 0xffff_ffff_ffff_f800),
+            (
+                "li a1, 0x100000000; ori a0, a1, -2048",
+                0xffff_ffff_ffff_f800,
+            ),
             ("li a1, 0x100000000; ori a0, a1, 0x7ff", 0x1_0000_07ff),
             ("li a1, -1; andi a0, a1, 0x7ff", 0x7ff),
             ("li a1, -1; andi a0, a1, -2048", 0xffff_ffff_ffff_f800),
@@ -84,7 +93,10 @@ fn register_immediate_ops() {
             ("li a1, -1; srli a0, a1, 63", 1),
             ("li a1, -1; srli a0, a1, 0", u64::MAX),
             ("li a1, -1; srli a0, a1, 32", 0xffff_ffff),
-            ("li a1, 0x8000000000000000; srai a0, a1, 62", 0xffff_ffff_ffff_fffe),
+            (
+                "li a1, 0x8000000000000000; srai a0, a1, 62",
+                0xffff_ffff_ffff_fffe,
+            ),
             ("li a1, 0x4000000000000000; srai a0, a1, 62", 1),
         ],
     );
@@ -95,7 +107,10 @@ fn word_ops_sign_extend_and_mask_shifts() {
     check_cases(
         "",
         &[
-            ("li a1, 0x7fffffff; li a2, 1; addw a0, a1, a2", 0xffff_ffff_8000_0000),
+            (
+                "li a1, 0x7fffffff; li a2, 1; addw a0, a1, a2",
+                0xffff_ffff_8000_0000,
+            ),
             // The upper halves of the sources are ignored.
             (
                 "li a1, 0x1234567800000001; li a2, 0xabcdef0000000002; addw a0, a1, a2",
@@ -106,17 +121,38 @@ fn word_ops_sign_extend_and_mask_shifts() {
             ("li a1, 0x7fffffff; addiw a0, a1, 1", 0xffff_ffff_8000_0000),
             ("li a1, 0xffffffff; addiw a0, a1, 0", u64::MAX),
             ("li a1, 0x1ffffffff; addiw a0, a1, 2", 1),
-            ("li a1, 1; li a2, 31; sllw a0, a1, a2", 0xffff_ffff_8000_0000),
+            (
+                "li a1, 1; li a2, 31; sllw a0, a1, a2",
+                0xffff_ffff_8000_0000,
+            ),
             // W shifts use only the low five bits of rs2.
             ("li a1, 1; li a2, 33; sllw a0, a1, a2", 2),
             ("li a1, 1; li a2, 32; sllw a0, a1, a2", 1),
-            ("li a1, 0xffffffff80000000; li a2, 0; srlw a0, a1, a2", 0xffff_ffff_8000_0000),
-            ("li a1, 0xffffffff80000000; li a2, 1; srlw a0, a1, a2", 0x4000_0000),
-            ("li a1, 0xffffffff80000000; li a2, 33; srlw a0, a1, a2", 0x4000_0000),
+            (
+                "li a1, 0xffffffff80000000; li a2, 0; srlw a0, a1, a2",
+                0xffff_ffff_8000_0000,
+            ),
+            (
+                "li a1, 0xffffffff80000000; li a2, 1; srlw a0, a1, a2",
+                0x4000_0000,
+            ),
+            (
+                "li a1, 0xffffffff80000000; li a2, 33; srlw a0, a1, a2",
+                0x4000_0000,
+            ),
             ("li a1, -1; li a2, 31; srlw a0, a1, a2", 1),
-            ("li a1, 0x80000000; li a2, 1; sraw a0, a1, a2", 0xffff_ffff_c000_0000),
-            ("li a1, 0x80000000; li a2, 35; sraw a0, a1, a2", 0xffff_ffff_f000_0000),
-            ("li a1, 0xffffffff7fffffff; li a2, 4; sraw a0, a1, a2", 0x07ff_ffff),
+            (
+                "li a1, 0x80000000; li a2, 1; sraw a0, a1, a2",
+                0xffff_ffff_c000_0000,
+            ),
+            (
+                "li a1, 0x80000000; li a2, 35; sraw a0, a1, a2",
+                0xffff_ffff_f000_0000,
+            ),
+            (
+                "li a1, 0xffffffff7fffffff; li a2, 4; sraw a0, a1, a2",
+                0x07ff_ffff,
+            ),
             ("li a1, 3; slliw a0, a1, 31", 0xffff_ffff_8000_0000),
             ("li a1, 0x100000001; slliw a0, a1, 0", 1),
             ("li a1, -1; srliw a0, a1, 4", 0x0fff_ffff),
@@ -194,8 +230,13 @@ fn jal_and_jalr_link_values_and_bit0() {
     assert_eq!(vm.x(r::S2), b + 0x48);
     assert_eq!(vm.x(r::S3), b + 0x58);
     assert_eq!(vm.x(r::A5), 0x55);
-    for (reg, name) in [(r::A0, "a0"), (r::A1, "a1"), (r::A2, "a2"), (r::A3, "a3"), (r::A4, "a4")]
-    {
+    for (reg, name) in [
+        (r::A0, "a0"),
+        (r::A1, "a1"),
+        (r::A2, "a2"),
+        (r::A3, "a3"),
+        (r::A4, "a4"),
+    ] {
         assert_eq!(vm.x(reg), 0, "{name}: a skipped instruction ran");
     }
     assert_eq!(vm.csr(UEPC), b + 0x50);
@@ -288,8 +329,14 @@ fn stores_write_exactly_their_width() {
     check_cases(
         "li s10, 0x80108000; li t0, -1",
         &[
-            ("sd t0, 16(s10); li t1, 0x1234; sb t1, 17(s10); ld a0, 16(s10)", 0xffff_ffff_ffff_34ff),
-            ("sd t0, 16(s10); li t1, 0x12345678; sh t1, 18(s10); ld a0, 16(s10)", 0xffff_ffff_5678_ffff),
+            (
+                "sd t0, 16(s10); li t1, 0x1234; sb t1, 17(s10); ld a0, 16(s10)",
+                0xffff_ffff_ffff_34ff,
+            ),
+            (
+                "sd t0, 16(s10); li t1, 0x12345678; sh t1, 18(s10); ld a0, 16(s10)",
+                0xffff_ffff_5678_ffff,
+            ),
             (
                 "sd t0, 16(s10); li t1, 0x123456789abcdef0; sw t1, 20(s10); ld a0, 16(s10)",
                 0x9abc_def0_ffff_ffff,
@@ -298,7 +345,10 @@ fn stores_write_exactly_their_width() {
                 "sd t0, 16(s10); li t1, 0x123456789abcdef0; sd t1, 16(s10); ld a0, 16(s10)",
                 0x1234_5678_9abc_def0,
             ),
-            ("sd zero, 24(s10); addi t1, s10, 32; sb t0, -1(t1); ld a0, 24(s10)", 0xff00_0000_0000_0000),
+            (
+                "sd zero, 24(s10); addi t1, s10, 32; sb t0, -1(t1); ld a0, 24(s10)",
+                0xff00_0000_0000_0000,
+            ),
         ],
     );
 }
@@ -335,16 +385,25 @@ fn misaligned_accesses_across_pages() {
     check_cases(
         "li t1, 0x80109000; li t2, 0x80200000",
         &[
-            ("li t0, 0x0102030405060708; sd t0, -3(t1); ld a0, -8(t1)", 0x0607_0800_0000_0000),
+            (
+                "li t0, 0x0102030405060708; sd t0, -3(t1); ld a0, -8(t1)",
+                0x0607_0800_0000_0000,
+            ),
             ("ld a0, 0(t1)", 0x01_0203_0405),
             ("ld a0, -3(t1)", 0x0102_0304_0506_0708),
             ("lw a0, -2(t1)", 0x0405_0607),
             ("lh a0, -1(t1)", 0x0506),
             ("lwu a0, -1(t1)", 0x0304_0506),
-            ("li t0, 0x8899aabbccddeeff; sd t0, -5(t2); ld a0, -5(t2)", 0x8899_aabb_ccdd_eeff),
+            (
+                "li t0, 0x8899aabbccddeeff; sd t0, -5(t2); ld a0, -5(t2)",
+                0x8899_aabb_ccdd_eeff,
+            ),
             ("ld a0, -8(t2)", 0xbbcc_ddee_ff00_0000),
             ("ld a0, 0(t2)", 0x88_99aa),
-            ("li t0, 0xa1b2c3d4; sw t0, -1(t2); lw a0, -1(t2)", 0xffff_ffff_a1b2_c3d4),
+            (
+                "li t0, 0xa1b2c3d4; sw t0, -1(t2); lw a0, -1(t2)",
+                0xffff_ffff_a1b2_c3d4,
+            ),
             ("lbu a0, 2(t2)", 0xa1),
             ("li t0, 0x9876; sh t0, -1(t2); lhu a0, -1(t2)", 0x9876),
         ],

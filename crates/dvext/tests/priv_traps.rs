@@ -33,6 +33,7 @@ fn ecall_from_vs_exits_with_cause_10() {
     let hs = vm.csr(HUSTATUS);
     assert_ne!(hs & HSTATUS_SPVP, 0, "came from VS");
     assert_ne!(hs & HSTATUS_SPV, 0);
+    assert_eq!(hs & HSTATUS_GVA, 0, "no guest address in utval");
     assert_eq!(vm.x(r::A0), 42);
     // The hypervisor answers (a0 = 7) and resumes after the ecall.
     vm.hart.set_gpr(r::A0, 7);
@@ -95,7 +96,11 @@ fn ecall_from_vu_delegated_to_guest_and_sret_returns_to_vu() {
     assert_eq!(s & SSTATUS_SPP, 0, "trapped from U");
     assert_eq!(s & SSTATUS_SIE, 0);
     assert_eq!(vm.x(r::A0), 6, "user code resumed after the first ecall");
-    assert_eq!(vm.x(r::S4), cause::ECALL_U, "second ecall also came from VU: sret went to VU");
+    assert_eq!(
+        vm.x(r::S4),
+        cause::ECALL_U,
+        "second ecall also came from VU: sret went to VU"
+    );
     assert_eq!(vm.x(r::S5), vm.x(r::S7));
     assert_eq!(vm.csr(HUVSCAUSE), cause::ECALL_U);
     assert_eq!(vm.csr(HUVSEPC), vm.x(r::S7));
@@ -351,7 +356,11 @@ fn delegated_software_interrupt_traps_to_the_guest() {
     vm.set_csr(HUVIP, MIP_VSSIP);
     vm.run_to_ecall();
     assert_eq!(vm.x(r::S0), cause::INTERRUPT | IRQ_S_SOFT);
-    assert_eq!(vm.x(r::S1), vm.x(r::S4), "taken right after sstatus.SIE was set");
+    assert_eq!(
+        vm.x(r::S1),
+        vm.x(r::S4),
+        "taken right after sstatus.SIE was set"
+    );
     assert_eq!(vm.x(r::S2), 1 << IRQ_S_SOFT, "sip.SSIP");
     assert_eq!(vm.x(r::S3), 0);
     assert_eq!(vm.csr(HUVSIP), 1 << IRQ_S_SOFT);
@@ -404,10 +413,14 @@ fn interrupt_not_taken_while_disabled_or_not_delegated_to_sie() {
 
 #[test]
 fn vstimecmp_in_the_past_fires_a_timer_interrupt() {
-    let mut vm = TestVm::with_program(&IRQ_GUEST.replace(
-        "csrsi sstatus, 2",
-        "csrw stimecmp, zero\n    csrsi sstatus, 2",
-    ).replace("ENABLE", "0x20"));
+    let mut vm = TestVm::with_program(
+        &IRQ_GUEST
+            .replace(
+                "csrsi sstatus, 2",
+                "csrw stimecmp, zero\n    csrsi sstatus, 2",
+            )
+            .replace("ENABLE", "0x20"),
+    );
     vm.set_csr(HUIDELEG, MIP_VSTIP);
     vm.set_csr(HUCOUNTEREN, 7);
     vm.run_to_ecall();
@@ -511,7 +524,11 @@ fn undelegated_interrupt_exits_regardless_of_guest_sie() {
             htinst: 0
         }
     );
-    assert_eq!(vm.csr(UEPC), pc, "no instruction ran: the interrupt was already pending");
+    assert_eq!(
+        vm.csr(UEPC),
+        pc,
+        "no instruction ran: the interrupt was already pending"
+    );
     assert_eq!(vm.csr(HUVSCAUSE), 0, "guest not involved");
     // Clearing huvip lets it run on.
     vm.set_csr(HUVIP, 0);
@@ -526,10 +543,14 @@ fn undelegated_interrupt_exits_regardless_of_guest_sie() {
 
 #[test]
 fn external_beats_software_beats_timer() {
-    let mut vm = TestVm::with_program(&IRQ_GUEST.replace(
-        "csrsi sstatus, 2",
-        "csrw stimecmp, zero\n    csrsi sstatus, 2",
-    ).replace("ENABLE", "0x222"));
+    let mut vm = TestVm::with_program(
+        &IRQ_GUEST
+            .replace(
+                "csrsi sstatus, 2",
+                "csrw stimecmp, zero\n    csrsi sstatus, 2",
+            )
+            .replace("ENABLE", "0x222"),
+    );
     vm.set_csr(HUIDELEG, VS_IRQS);
     vm.set_csr(HUCOUNTEREN, 7);
     vm.set_csr(HUVIP, MIP_VSSIP | MIP_VSEIP);
@@ -540,10 +561,14 @@ fn external_beats_software_beats_timer() {
         (1 << IRQ_S_EXT) | (1 << IRQ_S_SOFT) | (1 << IRQ_S_TIMER)
     );
     // Without the external one, software is next.
-    let mut vm = TestVm::with_program(&IRQ_GUEST.replace(
-        "csrsi sstatus, 2",
-        "csrw stimecmp, zero\n    csrsi sstatus, 2",
-    ).replace("ENABLE", "0x222"));
+    let mut vm = TestVm::with_program(
+        &IRQ_GUEST
+            .replace(
+                "csrsi sstatus, 2",
+                "csrw stimecmp, zero\n    csrsi sstatus, 2",
+            )
+            .replace("ENABLE", "0x222"),
+    );
     vm.set_csr(HUIDELEG, VS_IRQS);
     vm.set_csr(HUCOUNTEREN, 7);
     vm.set_csr(HUVIP, MIP_VSSIP);

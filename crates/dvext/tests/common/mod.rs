@@ -240,7 +240,10 @@ impl TestVm {
 
     fn alloc_table(&mut self, size: u64) -> u64 {
         let a = self.next_table.next_multiple_of(size);
-        assert!(a + size <= GTABLES_HPA + GTABLES_SIZE, "G-stage table area full");
+        assert!(
+            a + size <= GTABLES_HPA + GTABLES_SIZE,
+            "G-stage table area full"
+        );
         self.next_table = a + size;
         // Tables come from a fresh arena: already zero.
         a
@@ -262,7 +265,10 @@ impl TestVm {
             }
             let cur = mem.load_u64(slot);
             table = if cur & PTE_V != 0 {
-                assert!(cur & (PTE_R | PTE_X) == 0, "g_map: a superpage is in the way");
+                assert!(
+                    cur & (PTE_R | PTE_X) == 0,
+                    "g_map: a superpage is in the way"
+                );
                 ((cur >> 10) & ((1 << 44) - 1)) << 12
             } else {
                 let t = self.alloc_table(4096);
@@ -434,7 +440,10 @@ pub fn check_cases(prelude: &str, cases: &[(&str, u64)]) {
     src.push_str(prelude);
     src.push_str(&format!("\n    li s11, {DATA:#x}\n"));
     for (i, (snippet, _)) in cases.iter().enumerate() {
-        src.push_str(&format!("    li a0, 0x5a5a5a5a\n    {snippet}\n    sd a0, {}(s11)\n", 8 * (i % 200)));
+        src.push_str(&format!(
+            "    li a0, 0x5a5a5a5a\n    {snippet}\n    sd a0, {}(s11)\n",
+            8 * (i % 200)
+        ));
         // keep the store offsets within a 12-bit immediate
         if (i + 1) % 200 == 0 {
             src.push_str("    addi s11, s11, 1600\n");
@@ -450,5 +459,72 @@ pub fn check_cases(prelude: &str, cases: &[(&str, u64)]) {
             bad.push(format!("  `{snippet}`: got {got:#x}, want {want:#x}"));
         }
     }
-    assert!(bad.is_empty(), "{} case(s) wrong:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} case(s) wrong:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// VS-stage page tables
+// ---------------------------------------------------------------------------------------------
+
+/// VS-stage tables live in guest RAM from this GPA up.
+pub const VS_TABLES: u64 = 0x8040_0000;
+pub const VS_RWX: u64 = PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D;
+pub const SV39: u64 = SATP_MODE_SV39;
+pub const SV48: u64 = SATP_MODE_SV48;
+
+/// A VS-stage page table the test writes into guest memory.
+pub struct VsPt {
+    pub root: u64,
+    pub levels: u32,
+    next: u64,
+}
+
+impl VsPt {
+    pub fn new(levels: u32) -> VsPt {
+        VsPt {
+            root: VS_TABLES,
+            levels,
+            next: VS_TABLES + 0x1000,
+        }
+    }
+
+    pub fn satp(&self) -> u64 {
+        let mode = if self.levels == 3 { SV39 } else { SV48 };
+        (mode << 60) | (self.root >> 12)
+    }
+
+    /// Map `va` -> `gpa` with a leaf at `level`; returns the GPA of the leaf PTE.
+    pub fn map(&mut self, vm: &TestVm, va: u64, gpa: u64, level: u32, flags: u64) -> u64 {
+        let mut table = self.root;
+        let mut lvl = self.levels - 1;
+        loop {
+            let slot = table + ((va >> (12 + 9 * lvl)) & 511) * 8;
+            if lvl == level {
+                vm.write_u64(slot, ((gpa >> 12) << 10) | flags);
+                return slot;
+            }
+            let cur = vm.read_u64(slot);
+            table = if cur & PTE_V != 0 {
+                ((cur >> 10) & ((1 << 44) - 1)) << 12
+            } else {
+                let t = self.next;
+                self.next += 0x1000;
+                vm.write_u64(slot, ((t >> 12) << 10) | PTE_V);
+                t
+            };
+            lvl -= 1;
+        }
+    }
+
+    /// The standard guest view: code and RAM identity-mapped with a 1 GiB leaf (no U).
+    pub fn with_identity(levels: u32, vm: &TestVm) -> VsPt {
+        let mut pt = VsPt::new(levels);
+        pt.map(vm, RAM_GPA, RAM_GPA, 2, VS_RWX);
+        pt
+    }
 }
