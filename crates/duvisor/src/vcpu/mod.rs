@@ -87,6 +87,12 @@ pub fn run_vcpu(vm: Arc<VmShared>, mut hart: Hart) {
 }
 
 fn handle_exit(vm: &VmShared, hart: &mut Hart, exit: Exit) -> Next {
+    tracing::trace!(
+        vcpu = hart.vcpu_id(),
+        ?exit,
+        pc = hart.csr_read(UEPC).unwrap_or(0),
+        "exit"
+    );
     if vm.control.stopping() {
         return Next::VmStop;
     }
