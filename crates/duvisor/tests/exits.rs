@@ -5,7 +5,7 @@
 
 mod common;
 
-#[path = "common/asm.rs"]
+#[path = "../../dvext/tests/common/asm.rs"]
 mod asm;
 
 use std::collections::HashMap;

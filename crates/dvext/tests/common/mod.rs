@@ -13,9 +13,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -86,65 +83,13 @@ pub mod r {
 // Assembler
 // ---------------------------------------------------------------------------------------------
 
-const AS: &str = "riscv64-linux-gnu-as";
-const LD: &str = "riscv64-linux-gnu-ld";
-const OBJCOPY: &str = "riscv64-linux-gnu-objcopy";
-const MARCH: &str = "rv64gc_zicsr_zifencei";
-
-fn tool(name: &str, args: &[&str]) {
-    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run `{name}` ({e}): install binutils-riscv64-linux-gnu")
-    });
-    assert!(
-        out.status.success(),
-        "`{name} {}` failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn scratch_dir() -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "dvext-asm-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create scratch directory");
-    dir
-}
+#[path = "asm.rs"]
+mod asm;
 
 /// Assemble `src` (GNU as syntax, rv64gc: the assembler compresses where it can unless the
 /// source says `.option norvc`), link it at `RAM_GPA` and return the flat binary.
 pub fn assemble(src: &str) -> Vec<u8> {
-    let dir = scratch_dir();
-    let s = dir.join("prog.S");
-    let o = dir.join("prog.o");
-    let elf = dir.join("prog.elf");
-    let bin = dir.join("prog.bin");
-    std::fs::write(&s, format!(".text\n{src}\n")).expect("write source");
-    let p = |p: &PathBuf| p.to_str().expect("utf-8 path").to_owned();
-    tool(AS, &[&format!("-march={MARCH}"), "-o", &p(&o), &p(&s)]);
-    // -N: text and data contiguous (no page padding); --no-relax: no gp-relative rewrites (the
-    // guest never sets gp).
-    tool(
-        LD,
-        &[
-            "-N",
-            "--no-relax",
-            "-Ttext=0x80000000",
-            "-e",
-            "0x80000000",
-            "-o",
-            &p(&elf),
-            &p(&o),
-        ],
-    );
-    tool(OBJCOPY, &["-O", "binary", &p(&elf), &p(&bin)]);
-    let bytes = std::fs::read(&bin).expect("read binary");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!bytes.is_empty(), "assembled program is empty");
-    bytes
+    asm::assemble_at(src, RAM_GPA)
 }
 
 // ---------------------------------------------------------------------------------------------
