@@ -43,31 +43,32 @@ impl GuestRam {
             .then(|| self.grant.hpa_base() + (gpa - self.base))
     }
 
+    /// Offset into the grant of `[gpa, gpa + len)`, which must be RAM.
+    fn offset(&self, gpa: u64, len: usize) -> Result<u64, OutOfRam> {
+        if self.contains(gpa, len as u64) {
+            Ok(gpa - self.base)
+        } else {
+            Err(OutOfRam {
+                gpa,
+                len: len as u64,
+            })
+        }
+    }
+
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
-        let err = OutOfRam {
+        let off = self.offset(gpa, buf.len())?;
+        // In range by construction: the grant is exactly guest RAM.
+        self.grant.read(off, buf).then_some(()).ok_or(OutOfRam {
             gpa,
             len: buf.len() as u64,
-        };
-        if !self.contains(gpa, buf.len() as u64) {
-            return Err(err);
-        }
-        self.grant
-            .read(gpa - self.base, buf)
-            .then_some(())
-            .ok_or(err)
+        })
     }
 
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), OutOfRam> {
-        let err = OutOfRam {
+        let off = self.offset(gpa, buf.len())?;
+        self.grant.write(off, buf).then_some(()).ok_or(OutOfRam {
             gpa,
             len: buf.len() as u64,
-        };
-        if !self.contains(gpa, buf.len() as u64) {
-            return Err(err);
-        }
-        self.grant
-            .write(gpa - self.base, buf)
-            .then_some(())
-            .ok_or(err)
+        })
     }
 }
