@@ -12,6 +12,8 @@ use crate::pmc::{Pmc, Vmid};
 
 /// Blocks executed between two full checks of the timer and cross-thread requests.
 pub(crate) const POLL_INTERVAL: u32 = 256;
+/// Retired instructions between two reads of the host clock for the Sstc comparator.
+pub(crate) const CLOCK_INTERVAL: u64 = 4096;
 
 pub(crate) struct Cpu {
     /// x0..x31, then the x0 sink slot; padded to 256 so indexing with a `u8` register number
@@ -59,6 +61,8 @@ pub(crate) struct Cpu {
     /// Blocks left before the next full poll.
     pub poll: u32,
     pub instret: u64,
+    /// instret when the comparator was last evaluated against the host clock.
+    pub clock_instret: u64,
     /// LR reservation: (address, size, value loaded), matched by SC by value.
     pub resv: Option<(u64, u64, u64)>,
     pub tlb: Tlb,
@@ -108,6 +112,7 @@ impl Cpu {
             vstip: false,
             poll: 0,
             instret: 0,
+            clock_instret: 0,
             resv: None,
             tlb: Tlb::new(),
             mem: platform.mem.clone(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use block::{Block, BlockCache, MAX_BLOCK_INSTS};
-use cpu::{Cpu, POLL_INTERVAL};
+use cpu::{Cpu, CLOCK_INTERVAL, POLL_INTERVAL};
 use exec::Flow;
 use inst::Inst;
 use mmu::Access;
@@ -452,7 +452,12 @@ impl Hart {
         if r & req::KICK != 0 {
             return Some(Exit::Kicked);
         }
-        c.update_vstip();
+        // The Sstc comparator is re-read at most every CLOCK_INTERVAL instructions (and at once
+        // when vstimecmp is written), which keeps the host clock off the exit path.
+        if c.instret.wrapping_sub(c.clock_instret) >= CLOCK_INTERVAL {
+            c.clock_instret = c.instret;
+            c.update_vstip();
+        }
         c.check_interrupts()
     }
 
@@ -522,15 +527,13 @@ impl Hart {
         if insts.is_empty() {
             return self.page_crossing_inst(pc, hpa);
         }
-        let idx = self.cache.insert(
-            pc,
-            Block {
-                hpa,
-                gen,
-                epoch: self.cache.epoch(),
-                insts: insts.into_boxed_slice(),
-            },
-        );
+        let block = Block {
+            hpa,
+            gen,
+            epoch: self.cache.epoch(),
+            insts: insts.into_boxed_slice(),
+        };
+        let idx = self.cache.insert(pc, block);
         Ok(BlockRef::Cached(idx))
     }
 

@@ -35,14 +35,23 @@ const EMPTY: TlbEntry = TlbEntry {
     addend: 0,
 };
 
+/// Tables are indexed by `ctx << 2 | acc` masked to 4 bits: 16 slots (12 used) so the index
+/// needs no bounds check on the hot path.
+const TABLES: usize = 16;
+
+#[inline(always)]
+fn table(ctx: usize, acc: usize) -> usize {
+    ((ctx << 2) | acc) & (TABLES - 1)
+}
+
 pub(crate) struct Tlb {
-    tables: Box<[[TlbEntry; TLB_SIZE]; MMU_CONTEXTS * 3]>,
+    tables: Box<[[TlbEntry; TLB_SIZE]; TABLES]>,
 }
 
 impl Tlb {
     pub fn new() -> Self {
         Tlb {
-            tables: Box::new([[EMPTY; TLB_SIZE]; MMU_CONTEXTS * 3]),
+            tables: Box::new([[EMPTY; TLB_SIZE]; TABLES]),
         }
     }
 
@@ -55,7 +64,7 @@ impl Tlb {
     /// cached and the access is naturally aligned (misaligned accesses always miss).
     #[inline(always)]
     pub fn lookup(&self, ctx: usize, acc: usize, va: u64, size: u64) -> Option<usize> {
-        let e = &self.tables[ctx * 3 + acc][Self::slot(va)];
+        let e = &self.tables[table(ctx, acc)][Self::slot(va)];
         if e.tag == va & (PAGE_MASK | (size - 1)) {
             Some((va as usize).wrapping_add(e.addend))
         } else {
@@ -65,7 +74,7 @@ impl Tlb {
 
     pub fn insert(&mut self, ctx: usize, acc: usize, va: u64, host_page: usize) {
         let tag = va & PAGE_MASK;
-        self.tables[ctx * 3 + acc][Self::slot(va)] = TlbEntry {
+        self.tables[table(ctx, acc)][Self::slot(va)] = TlbEntry {
             tag,
             addend: host_page.wrapping_sub(tag as usize),
         };
@@ -91,7 +100,7 @@ impl Tlb {
     /// Drop read entries (MXR changed which pages are readable).
     pub fn flush_reads(&mut self) {
         for ctx in 0..MMU_CONTEXTS {
-            self.tables[ctx * 3 + ACC_READ].fill(EMPTY);
+            self.tables[table(ctx, ACC_READ)].fill(EMPTY);
         }
     }
 }
