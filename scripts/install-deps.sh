@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing duvisor needs on a Debian bookworm host: the riscv64
 # binutils (the dvext tests assemble their guest programs), cpio (initramfs round-trip test),
-# and QEMU 10 from bookworm-backports (the reference the boot tests and benchmarks compare to).
+# QEMU 10 from bookworm-backports (the reference the boot tests and benchmarks compare to), and
+# passt (the user-mode networking back end of `duvisor run --net passt`).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -11,6 +12,8 @@ need=()
 command -v riscv64-linux-gnu-as >/dev/null || need+=(binutils-riscv64-linux-gnu)
 command -v cpio >/dev/null || need+=(cpio)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v passt >/dev/null || need+=(passt)  # user-mode networking back end of --net passt
+command -v ip >/dev/null || need+=(iproute2)  # the TAP test creates its interface with `ip tuntap`
 want_qemu=0
 if ! command -v qemu-system-riscv64 >/dev/null; then want_qemu=1; fi
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::devices::virtio::blk::DiskSpec;
+use crate::devices::virtio::net::NetSpec;
 use crate::vm::DEFAULT_CMDLINE;
 
 #[derive(Debug, Parser)]
@@ -43,6 +45,15 @@ pub struct MachineArgs {
     /// Map all guest RAM in the G-stage table up front instead of on first touch.
     #[arg(long)]
     pub map_all: bool,
+    /// A virtio-blk disk backed by a raw image: path=FILE[,readonly] (repeatable).
+    #[arg(long = "disk", value_name = "path=FILE[,readonly]")]
+    pub disks: Vec<DiskSpec>,
+    /// A virtio-net device: tap=NAME or passt, optionally ,mac=52:54:00:12:34:56 (repeatable).
+    #[arg(long = "net", value_name = "tap=NAME|passt[,mac=MAC]")]
+    pub nets: Vec<NetSpec>,
+    /// A virtio-rng device fed from the host's getrandom.
+    #[arg(long)]
+    pub rng: bool,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +139,42 @@ mod tests {
         assert!(
             Cli::try_parse_from(["duvisor", "run"]).is_err(),
             "--kernel is required"
+        );
+    }
+
+    #[test]
+    fn virtio_args() {
+        let c = Cli::try_parse_from([
+            "duvisor",
+            "run",
+            "--kernel",
+            "k",
+            "--disk",
+            "path=/a.img",
+            "--disk",
+            "path=/b.img,readonly",
+            "--net",
+            "passt,mac=02:00:00:00:00:01",
+            "--rng",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        let m = &r.machine;
+        assert_eq!(m.disks.len(), 2);
+        assert_eq!(m.disks[0].path, PathBuf::from("/a.img"));
+        assert!(!m.disks[0].readonly);
+        assert!(m.disks[1].readonly);
+        assert_eq!(m.nets.len(), 1);
+        assert!(m.rng);
+        assert!(
+            Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--disk", "readonly"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--disk", "path=x,bogus"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--net", "udp=1"]).is_err()
         );
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod console;
 pub mod devices;
 pub mod fdt;
+pub mod guest_console;
 pub mod guest_fetch;
 pub mod loader;
 pub mod sbi;

@@ -61,6 +61,9 @@ fn config(
         cpus: m.cpus,
         memory: m.memory,
         map_all: m.map_all,
+        disks: m.disks.clone(),
+        nets: m.nets.clone(),
+        rng: m.rng,
     }
 }
 

@@ -50,6 +50,17 @@ impl MemoryGrant {
         self.in_range(off, buf.len() as u64) && self.mem.write(self.base + off, buf)
     }
 
+    /// Host pointer to `[off, off + len)` of the grant, bounds-checked against it (and `len` > 0).
+    /// The pointer stays valid as long as any clone of this grant lives (the grant keeps the
+    /// arena alive). Writes through it bypass decoded-code invalidation: see
+    /// [`PhysMemory::host_range`].
+    pub fn host_range(&self, off: u64, len: u64) -> Option<*mut u8> {
+        if !self.in_range(off, len) {
+            return None;
+        }
+        self.mem.host_range(self.base + off, len)
+    }
+
     /// Aligned 64-bit load (page-table entries).
     pub fn load_u64(&self, off: u64) -> Option<u64> {
         (self.in_range(off, 8) && off % 8 == 0).then(|| self.mem.load_u64(self.base + off))

@@ -82,6 +82,18 @@ impl PhysMemory {
             .is_some_and(|end| end <= self.size as u64)
     }
 
+    /// Host pointer to `[hpa, hpa + len)` when that range lies inside the arena (and `len` > 0).
+    ///
+    /// This is how the real DuVisor reaches granted memory: the driver maps the granted pages
+    /// into its address space, and its I/O threads (virtio back ends) copy to and from guest
+    /// buffers directly. Stores made through this pointer do NOT invalidate decoded code blocks
+    /// (unlike [`Self::write`]); that matches real hardware, where device DMA into a code page is
+    /// only seen by a hart after it executes `fence.i`, and our `fence.i` revalidates every
+    /// decoded block against memory, so a guest that follows the ISA's rules sees the new code.
+    pub fn host_range(&self, hpa: u64, len: u64) -> Option<*mut u8> {
+        (len > 0 && self.contains(hpa, len)).then(|| self.host_addr(hpa) as *mut u8)
+    }
+
     /// Host address of `hpa`. Callers must have bounds-checked `hpa` (and PMC-checked it).
     #[inline(always)]
     pub(crate) fn host_addr(&self, hpa: u64) -> usize {

@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod plic;
 pub mod uart;
+pub mod virtio;
 
 pub use bus::{BusError, MmioBus};
 pub use plic::Plic;

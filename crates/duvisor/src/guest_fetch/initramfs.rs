@@ -13,7 +13,7 @@ use flate2::Compression;
 use super::cpio::CpioWriter;
 
 /// The modules the guest loads (their dependencies come along).
-pub const WANTED_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net"];
+pub const WANTED_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng"];
 
 /// The line `/init` prints once the guest is set up, just before the shell starts.
 pub const READY_MARKER: &str = "duvisor-guest: ready";

@@ -63,7 +63,7 @@ pub struct GuestFiles {
 
 /// Bump when what the initramfs holds changes: older caches are then rebuilt (from the
 /// downloaded packages, without network).
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// The metapackage naming the current kernel.
 const KERNEL_META: &str = "linux-image-riscv64";
 const BUSYBOX: &str = "busybox-static";

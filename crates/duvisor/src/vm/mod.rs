@@ -18,6 +18,10 @@ use dvext::{Hart, Interrupter, TIMEBASE_HZ};
 use crate::devices::bus::MmioBus;
 use crate::devices::plic::Plic;
 use crate::devices::uart::Uart;
+use crate::devices::virtio::blk::{Blk, Disk, DiskSpec};
+use crate::devices::virtio::net::NetSpec;
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::{GuestMem, VirtioDevice, VirtioMmio};
 use crate::devices::ExternalInterruptSink;
 use crate::fdt::{build_fdt_with_rng_seed, FdtSpec};
 use crate::loader::plan_layout;
@@ -45,6 +49,12 @@ pub struct VmConfig {
     pub memory: u64,
     /// Map all of guest RAM in the G-stage table before boot instead of on first touch.
     pub map_all: bool,
+    /// virtio-blk disks, in virtio-mmio slot order.
+    pub disks: Vec<DiskSpec>,
+    /// virtio-net devices, after the disks.
+    pub nets: Vec<NetSpec>,
+    /// A virtio-rng device, last.
+    pub rng: bool,
 }
 
 /// State shared by the vthreads and I/O threads of one VM.
@@ -235,6 +245,28 @@ impl VmConfig {
     }
 }
 
+/// The virtio devices of `cfg`, in slot order: disks, network devices, rng. Every back end
+/// is opened here, so a bad image or interface is reported before the guest starts.
+fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Arc<dyn VirtioDevice>>> {
+    let mut devs: Vec<Arc<dyn VirtioDevice>> = Vec::new();
+    for d in &cfg.disks {
+        devs.push(Arc::new(Blk::new(Disk::open(d)?)));
+    }
+    for (i, n) in cfg.nets.iter().enumerate() {
+        devs.push(crate::devices::virtio::net::open(n, i)?);
+    }
+    if cfg.rng {
+        devs.push(Arc::new(Rng));
+    }
+    if devs.len() > VIRTIO_SLOTS as usize {
+        bail!(
+            "{} virtio devices requested, but there are only {VIRTIO_SLOTS} virtio-mmio slots",
+            devs.len()
+        );
+    }
+    Ok(devs)
+}
+
 fn read_file(what: &str, p: &PathBuf) -> Result<Vec<u8>> {
     let md = std::fs::metadata(p).with_context(|| format!("{what} {}", p.display()))?;
     if md.is_dir() {
@@ -278,7 +310,8 @@ impl Vm {
         let table_bytes = GStage::table_bytes_for(cfg.memory).next_multiple_of(2 << 20);
         let driver = DvDriver::load(cfg.memory + table_bytes).context("loading the DV-driver")?;
         let handle = driver.create_vm()?;
-        let ram = GuestRam::new(driver.grant_memory(handle, cfg.memory)?, RAM_BASE);
+        let ram_grant = driver.grant_memory(handle, cfg.memory)?;
+        let ram = GuestRam::new(ram_grant.clone(), RAM_BASE);
         let mut gstage = GStage::new(driver.grant_memory(handle, table_bytes)?)?;
         let irq = driver.interrupter(handle);
 
@@ -302,6 +335,19 @@ impl Vm {
         bus.register(PLIC_BASE, PLIC_SIZE, plic.clone())?;
         bus.register(UART_BASE, UART_SIZE, uart.clone())?;
 
+        let virtio = virtio_devices(cfg)?;
+        let mut virtio_slots = Vec::new();
+        if !virtio.is_empty() {
+            let mem = Arc::new(GuestMem::from_grant(ram_grant, RAM_BASE)?);
+            for (i, dev) in virtio.into_iter().enumerate() {
+                let base = VIRTIO_BASE + i as u64 * VIRTIO_STRIDE;
+                let irq = VIRTIO_IRQ0 + i as u32;
+                let t = VirtioMmio::new(dev, mem.clone(), plic.irq_line(irq))?;
+                bus.register(base, VIRTIO_STRIDE, Arc::new(t))?;
+                virtio_slots.push((base, irq));
+            }
+        }
+
         let spec = FdtSpec {
             num_cpus: cfg.cpus,
             isa: GUEST_ISA.into(),
@@ -313,7 +359,7 @@ impl Vm {
             initrd: layout.initrd,
             uart: (UART_BASE, UART_IRQ),
             plic: (PLIC_BASE, PLIC_SIZE, plic.ndev()),
-            virtio: Vec::new(),
+            virtio: virtio_slots,
         };
         // Seed the guest's RNG from the host, as firmware does: without it the guest kernel
         // waits many seconds for entropy.

@@ -1,0 +1,506 @@
+//! virtio-blk backed by a raw image file (virtio 1.x §5.2): read, write, flush (fdatasync
+//! before completing), get-id, discard (punch hole) and write-zeroes (zero range), with an
+//! optional read-only mode the guest sees as VIRTIO_BLK_F_RO.
+//!
+//! Requests are served on the device's I/O thread, straight between the file and guest RAM
+//! (`pread`/`pwrite` into the checked host mappings of the guest buffers).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Context};
+use vm_memory::GuestMemoryMmap;
+
+use super::chain::{self, Buffers, Seg};
+use super::{run_queues, serve_queue, Activation, Handled, VirtioDevice, ID_BLOCK};
+
+pub const SECTOR: u64 = 512;
+
+// Feature bits.
+pub const F_SEG_MAX: u64 = 1 << 2;
+pub const F_RO: u64 = 1 << 5;
+pub const F_BLK_SIZE: u64 = 1 << 6;
+pub const F_FLUSH: u64 = 1 << 9;
+pub const F_DISCARD: u64 = 1 << 13;
+pub const F_WRITE_ZEROES: u64 = 1 << 14;
+
+// Request types.
+pub const T_IN: u32 = 0;
+pub const T_OUT: u32 = 1;
+pub const T_FLUSH: u32 = 4;
+pub const T_GET_ID: u32 = 8;
+pub const T_DISCARD: u32 = 11;
+pub const T_WRITE_ZEROES: u32 = 13;
+
+// Status bytes.
+pub const S_OK: u8 = 0;
+pub const S_IOERR: u8 = 1;
+pub const S_UNSUPP: u8 = 2;
+
+pub const ID_BYTES: usize = 20;
+const QUEUE_SIZE: u16 = 256;
+/// Most data segments per request (advertised as seg_max).
+const SEG_MAX: u32 = 126;
+/// Most sectors per discard / write-zeroes request, and segments per such request.
+const MAX_DISCARD_SECTORS: u32 = 1 << 22;
+const MAX_DISCARD_SEG: u32 = 1;
+/// write-zeroes flag: the device may deallocate.
+const WZ_UNMAP: u32 = 1;
+
+/// `--disk path=FILE[,readonly]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for DiskSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DiskSpec, String> {
+        let mut path = None;
+        let mut readonly = false;
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
+                None if part == "readonly" || part == "ro" => readonly = true,
+                Some(("readonly", v)) => {
+                    readonly = match v {
+                        "on" | "true" | "1" | "yes" => true,
+                        "off" | "false" | "0" | "no" => false,
+                        _ => return Err(format!("bad readonly value {v:?}")),
+                    }
+                }
+                None if path.is_none() && !part.is_empty() => path = Some(PathBuf::from(part)),
+                _ => {
+                    return Err(format!(
+                        "unknown disk option {part:?} (want path=FILE[,readonly])"
+                    ))
+                }
+            }
+        }
+        Ok(DiskSpec {
+            path: path.ok_or("missing path=FILE")?,
+            readonly,
+        })
+    }
+}
+
+/// The 16-byte request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u32,
+    pub sector: u64,
+}
+
+impl Header {
+    pub fn parse(b: &[u8; 16]) -> Header {
+        Header {
+            kind: u32::from_le_bytes(b[0..4].try_into().unwrap()),
+            sector: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        }
+    }
+}
+
+/// A request decoded from a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub header: Header,
+    /// Readable data after the header (OUT data, discard ranges).
+    pub data_in: Vec<Seg>,
+    /// Writable data before the status byte (IN data, ID).
+    pub data_out: Vec<Seg>,
+    /// The status byte.
+    pub status: Seg,
+}
+
+/// Why a chain is not a block request the device can even answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("no writable status byte")]
+    NoStatus,
+    #[error("request header shorter than 16 bytes")]
+    ShortHeader,
+    #[error(transparent)]
+    OutOfRam(#[from] chain::OutOfRam),
+}
+
+/// Split a chain into header, data and status (virtio 1.x §5.2.6). Every buffer must be in
+/// guest RAM.
+pub fn parse_request(mem: &GuestMemoryMmap, b: &Buffers) -> Result<Request, ParseError> {
+    // The status byte is the last writable byte.
+    let wtotal = chain::total(&b.writable);
+    if wtotal == 0 {
+        return Err(ParseError::NoStatus);
+    }
+    let (data_out, status) = chain::split_at(&b.writable, wtotal - 1);
+    chain::check(mem, &b.writable)?;
+    chain::check(mem, &b.readable)?;
+    let mut h = [0u8; 16];
+    if chain::total(&b.readable) < 16 {
+        return Err(ParseError::ShortHeader);
+    }
+    chain::read_bytes(mem, &b.readable, &mut h)?;
+    let (_, data_in) = chain::split_at(&b.readable, 16);
+    Ok(Request {
+        header: Header::parse(&h),
+        data_in,
+        data_out,
+        status: status[0],
+    })
+}
+
+/// The image and its properties.
+pub struct Disk {
+    file: File,
+    path: PathBuf,
+    sectors: u64,
+    readonly: bool,
+    id: [u8; ID_BYTES],
+}
+
+impl Disk {
+    /// Open an image: it must exist, be a regular file (or block device) and a whole number
+    /// of 512-byte sectors.
+    pub fn open(spec: &DiskSpec) -> anyhow::Result<Disk> {
+        let p = &spec.path;
+        let md = std::fs::metadata(p).with_context(|| format!("disk {}", p.display()))?;
+        if md.is_dir() {
+            bail!("disk {} is a directory", p.display());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!spec.readonly)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(p)
+            .with_context(|| format!("disk {}", p.display()))?;
+        let size = file
+            .metadata()
+            .with_context(|| format!("disk {}", p.display()))?
+            .len();
+        let size = if size == 0 && md.file_type().is_block_device_like() {
+            block_device_size(&file).unwrap_or(0)
+        } else {
+            size
+        };
+        if size % SECTOR != 0 {
+            bail!(
+                "disk {}: size {size} is not a multiple of 512 bytes",
+                p.display()
+            );
+        }
+        let mut id = [0u8; ID_BYTES];
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (d, s) in id.iter_mut().zip(name.bytes()) {
+            *d = s;
+        }
+        Ok(Disk {
+            file,
+            path: p.clone(),
+            sectors: size / SECTOR,
+            readonly: spec.readonly,
+            id,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sectors(&self) -> u64 {
+        self.sectors
+    }
+}
+
+trait BlockLike {
+    fn is_block_device_like(&self) -> bool;
+}
+
+impl BlockLike for std::fs::FileType {
+    fn is_block_device_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_block_device()
+    }
+}
+
+fn block_device_size(f: &File) -> std::io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 to the pointer we pass.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x8008_1272, &mut size as *mut u64) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// A virtio-blk device.
+pub struct Blk {
+    disk: Arc<Disk>,
+}
+
+impl Blk {
+    pub fn new(disk: Disk) -> Blk {
+        Blk {
+            disk: Arc::new(disk),
+        }
+    }
+
+    fn config(&self) -> Vec<u8> {
+        let mut c = vec![0u8; 0x3c];
+        c[0..8].copy_from_slice(&self.disk.sectors.to_le_bytes());
+        c[0x0c..0x10].copy_from_slice(&SEG_MAX.to_le_bytes());
+        c[0x14..0x18].copy_from_slice(&(SECTOR as u32).to_le_bytes());
+        c[0x22..0x24].copy_from_slice(&1u16.to_le_bytes());
+        c[0x24..0x28].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[0x28..0x2c].copy_from_slice(&MAX_DISCARD_SEG.to_le_bytes());
+        c[0x2c..0x30].copy_from_slice(&1u32.to_le_bytes());
+        c[0x30..0x34].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[0x34..0x38].copy_from_slice(&MAX_DISCARD_SEG.to_le_bytes());
+        c[0x38] = 1; // write_zeroes_may_unmap
+        c
+    }
+}
+
+impl VirtioDevice for Blk {
+    fn device_id(&self) -> u32 {
+        ID_BLOCK
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        if self.disk.readonly {
+            f |= F_RO;
+        } else {
+            f |= F_DISCARD | F_WRITE_ZEROES;
+        }
+        f
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE]
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        super::read_config_bytes(&self.config(), offset, data);
+    }
+
+    fn activate(&self, act: Activation) -> std::io::Result<JoinHandle<()>> {
+        let disk = self.disk.clone();
+        let writethrough = act.features & F_FLUSH == 0;
+        std::thread::Builder::new()
+            .name("virtio-blk".into())
+            .spawn(move || {
+                run_queues(act, |_, q, mem, irq| {
+                    serve_queue(q, mem, irq, |b| handle_chain(&disk, mem, &b, writethrough))
+                })
+            })
+    }
+}
+
+/// Serve one chain: complete it with a status, or report it unusable.
+pub fn handle_chain(
+    disk: &Disk,
+    mem: &GuestMemoryMmap,
+    b: &Buffers,
+    writethrough: bool,
+) -> Handled {
+    let req = match parse_request(mem, b) {
+        Ok(r) => r,
+        Err(ParseError::ShortHeader) => {
+            // We can still answer: the status byte is there.
+            let (_, st) = chain::split_at(&b.writable, chain::total(&b.writable) - 1);
+            return match chain::write_bytes(mem, &st, &[S_IOERR]) {
+                Ok(_) => Handled::Used(1),
+                Err(e) => super::broken(e),
+            };
+        }
+        Err(e) => return super::broken(e),
+    };
+    let (status, written) = execute(disk, mem, &req, writethrough);
+    match chain::write_bytes(mem, &[req.status], &[status]) {
+        Ok(_) => Handled::Used(written + 1),
+        Err(e) => super::broken(e),
+    }
+}
+
+/// Perform a request; returns its status and the data bytes written to guest memory.
+pub fn execute(disk: &Disk, mem: &GuestMemoryMmap, req: &Request, writethrough: bool) -> (u8, u32) {
+    let range = |len: u64| -> Option<u64> {
+        let off = req.header.sector.checked_mul(SECTOR)?;
+        let end = off.checked_add(len)?;
+        (len % SECTOR == 0 && end <= disk.sectors * SECTOR).then_some(off)
+    };
+    match req.header.kind {
+        T_IN => {
+            let len = chain::total(&req.data_out);
+            let Some(off) = range(len) else {
+                return (S_IOERR, 0);
+            };
+            match transfer(disk, mem, &req.data_out, off, false) {
+                Ok(()) => (S_OK, len as u32),
+                Err(_) => (S_IOERR, 0),
+            }
+        }
+        T_OUT => {
+            if disk.readonly {
+                return (S_IOERR, 0);
+            }
+            let len = chain::total(&req.data_in);
+            let Some(off) = range(len) else {
+                return (S_IOERR, 0);
+            };
+            if transfer(disk, mem, &req.data_in, off, true).is_err() {
+                return (S_IOERR, 0);
+            }
+            if writethrough && disk.file.sync_data().is_err() {
+                return (S_IOERR, 0);
+            }
+            (S_OK, 0)
+        }
+        T_FLUSH => {
+            if disk.readonly || disk.file.sync_data().is_ok() {
+                (S_OK, 0)
+            } else {
+                (S_IOERR, 0)
+            }
+        }
+        T_GET_ID => match chain::write_bytes(mem, &req.data_out, &disk.id) {
+            Ok(n) => (S_OK, n as u32),
+            Err(_) => (S_IOERR, 0),
+        },
+        T_DISCARD | T_WRITE_ZEROES => {
+            if disk.readonly {
+                return (S_IOERR, 0);
+            }
+            let mut seg = [0u8; 16];
+            if chain::total(&req.data_in) != 16
+                || chain::read_bytes(mem, &req.data_in, &mut seg).is_err()
+            {
+                return (S_UNSUPP, 0);
+            }
+            let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap());
+            let n = u32::from_le_bytes(seg[8..12].try_into().unwrap());
+            let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap());
+            let Some(off) = sector.checked_mul(SECTOR) else {
+                return (S_IOERR, 0);
+            };
+            let len = n as u64 * SECTOR;
+            if n > MAX_DISCARD_SECTORS
+                || off
+                    .checked_add(len)
+                    .is_none_or(|e| e > disk.sectors * SECTOR)
+            {
+                return (S_IOERR, 0);
+            }
+            if req.header.kind == T_DISCARD && flags != 0 {
+                return (S_UNSUPP, 0);
+            }
+            let r = if req.header.kind == T_DISCARD || flags & WZ_UNMAP != 0 {
+                // A punched hole reads as zeroes, so it also serves write-zeroes with unmap.
+                fallocate(
+                    &disk.file,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    len,
+                )
+            } else {
+                fallocate(
+                    &disk.file,
+                    libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    len,
+                )
+            };
+            let r = match r {
+                Err(e)
+                    if req.header.kind == T_WRITE_ZEROES
+                        && e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                {
+                    write_zeroes(&disk.file, off, len)
+                }
+                r => r,
+            };
+            match r {
+                Ok(()) if writethrough && disk.file.sync_data().is_err() => (S_IOERR, 0),
+                Ok(()) => (S_OK, 0),
+                Err(_) => (S_IOERR, 0),
+            }
+        }
+        _ => (S_UNSUPP, 0),
+    }
+}
+
+fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on our own file descriptor with plain integer arguments.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn write_zeroes(f: &File, mut off: u64, mut len: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 16];
+    while len > 0 {
+        let n = len.min(zeros.len() as u64) as usize;
+        f.write_all_at(&zeros[..n], off)?;
+        off += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// Move `segs` (already checked to be in guest RAM) to/from the file at `off`.
+fn transfer(
+    disk: &Disk,
+    mem: &GuestMemoryMmap,
+    segs: &[Seg],
+    mut off: u64,
+    to_file: bool,
+) -> std::io::Result<()> {
+    let fd = disk.file.as_raw_fd();
+    for &s in segs {
+        let ptr = chain::host_ptr(mem, s).map_err(std::io::Error::other)?;
+        let mut done = 0usize;
+        let len = s.len as usize;
+        while done < len {
+            // SAFETY: `ptr..ptr + len` is a guest buffer inside guest RAM (checked by
+            // `host_ptr` against the one RAM region), which stays mapped while `mem` lives.
+            // The kernel reads or writes at most `len - done` bytes there. The guest may race
+            // on these bytes, as it may with any DMA; that cannot affect host memory safety.
+            let r = unsafe {
+                let p = ptr.add(done).cast::<libc::c_void>();
+                if to_file {
+                    libc::pwrite(fd, p, len - done, (off + done as u64) as libc::off_t)
+                } else {
+                    libc::pread(fd, p, len - done, (off + done as u64) as libc::off_t)
+                }
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            done += r as usize;
+        }
+        off += len as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

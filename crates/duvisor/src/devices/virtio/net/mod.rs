@@ -1,0 +1,323 @@
+//! virtio-net (virtio 1.x §5.1): the `--net` option. The device and its back ends (TAP,
+//! passt) live in this directory.
+
+pub mod tap;
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use virtio_queue::{Queue, QueueT};
+
+use super::chain::{self, Buffers};
+use super::{wait_readable, Activation, GuestMem, Interrupt, VirtioDevice, ID_NET, INT_VRING};
+
+/// Feature: the device has a MAC address in its configuration space.
+pub const F_MAC: u64 = 1 << 5;
+/// The virtio-net header in front of every frame (VERSION_1 layout, no offloads used).
+pub const HDR_LEN: usize = 12;
+/// Largest frame accepted from the guest (Ethernet with VLAN tag, no TSO offered).
+const MAX_FRAME: usize = 65_536;
+const QUEUE_SIZE: u16 = 256;
+
+/// Where the device sends and receives Ethernet frames.
+pub trait Backend: Send + 'static {
+    /// Readable when a frame is waiting.
+    fn fd(&self) -> RawFd;
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()>;
+    /// One frame into `buf`, or `None` if none is waiting.
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>>;
+}
+
+/// Open the back end of `--net` device number `index` and build its device.
+pub fn open(spec: &NetSpec, index: usize) -> anyhow::Result<Arc<dyn VirtioDevice>> {
+    let mac = spec.mac.unwrap_or_else(|| default_mac(index));
+    let backend: Box<dyn Backend> = match &spec.backend {
+        NetBackend::Tap(name) => Box::new(tap::Tap::open(name)?),
+        NetBackend::Passt => anyhow::bail!("--net passt is not implemented yet (use tap=NAME)"),
+    };
+    Ok(Arc::new(Net {
+        mac,
+        backend: Arc::new(std::sync::Mutex::new(Some(backend))),
+    }))
+}
+
+/// A virtio-net device with one receive and one transmit queue.
+pub struct Net {
+    mac: Mac,
+    /// Taken by the I/O thread while the device runs; given back when it stops.
+    backend: Arc<std::sync::Mutex<Option<Box<dyn Backend>>>>,
+}
+
+impl VirtioDevice for Net {
+    fn device_id(&self) -> u32 {
+        ID_NET
+    }
+    fn features(&self) -> u64 {
+        F_MAC
+    }
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE, QUEUE_SIZE]
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let mut c = [0u8; 10];
+        c[..6].copy_from_slice(&self.mac.0);
+        c[8] = 1; // max_virtqueue_pairs
+        super::read_config_bytes(&c, offset, data);
+    }
+    fn activate(&self, act: Activation) -> std::io::Result<JoinHandle<()>> {
+        let backend = self
+            .backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| std::io::Error::other("network back end busy"))?;
+        // The back end outlives a reset: the thread hands it back when it ends.
+        let slot = self.backend.clone();
+        std::thread::Builder::new()
+            .name("virtio-net".into())
+            .spawn(move || {
+                let b = run(act, backend);
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+            })
+    }
+}
+
+fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
+    let Activation {
+        mem,
+        mut queues,
+        kicks,
+        stop,
+        irq,
+        ..
+    } = act;
+    let mut frame = vec![0u8; MAX_FRAME];
+    let mut pending: Option<usize> = None;
+    let (mut rx_ok, mut tx_ok) = (queues[0].ready(), queues[1].ready());
+    loop {
+        if tx_ok {
+            tx_ok = transmit(&mut queues[1], &mem, &irq, backend.as_mut());
+        }
+        if rx_ok {
+            rx_ok = receive(
+                &mut queues[0],
+                &mem,
+                &irq,
+                backend.as_mut(),
+                &mut frame,
+                &mut pending,
+            );
+        }
+        let mut fds = vec![stop.as_raw_fd(), kicks[0].as_raw_fd(), kicks[1].as_raw_fd()];
+        // While a frame waits for receive buffers, only a kick can make progress.
+        if pending.is_none() && rx_ok {
+            fds.push(backend.fd());
+        }
+        let Ok(ready) = wait_readable(&fds) else {
+            return backend;
+        };
+        if ready[0] {
+            return backend;
+        }
+        if ready[1] {
+            let _ = kicks[0].read();
+        }
+        if ready[2] {
+            let _ = kicks[1].read();
+        }
+    }
+}
+
+/// Send every frame the guest queued. False when the queue broke.
+fn transmit(q: &mut Queue, mem: &GuestMem, irq: &Interrupt, backend: &mut dyn Backend) -> bool {
+    super::serve_queue(q, mem, irq, |b: Buffers| {
+        if let Err(e) = chain::check(mem, &b.readable) {
+            return super::broken(e);
+        }
+        let len = chain::total(&b.readable) as usize;
+        if !(HDR_LEN..=HDR_LEN + MAX_FRAME).contains(&len) {
+            // Too short for a header, or larger than any frame: dropped.
+            return super::Handled::Used(0);
+        }
+        let mut buf = vec![0u8; len];
+        if let Err(e) = chain::read_bytes(mem, &b.readable, &mut buf) {
+            return super::broken(e);
+        }
+        let _ = backend.send(&buf[HDR_LEN..]);
+        super::Handled::Used(0)
+    })
+}
+
+/// Move frames from the back end into the guest's receive buffers. False when the queue broke.
+fn receive(
+    q: &mut Queue,
+    mem: &GuestMem,
+    irq: &Interrupt,
+    backend: &mut dyn Backend,
+    frame: &mut [u8],
+    pending: &mut Option<usize>,
+) -> bool {
+    let m: &vm_memory::GuestMemoryMmap = mem;
+    let mut used_any = false;
+    let ok = loop {
+        if pending.is_none() {
+            match backend.recv(frame) {
+                Ok(Some(n)) => *pending = Some(n),
+                _ => break true,
+            }
+        }
+        let n = pending.expect("frame");
+        let Some(chain) = q.pop_descriptor_chain(m) else {
+            // No buffer: ask for a kick, and re-check in case one raced in.
+            match q.enable_notification(m) {
+                Ok(true) => continue,
+                Ok(false) => break true,
+                Err(_) => break false,
+            }
+        };
+        let head = chain.head_index();
+        let b = match Buffers::gather(chain) {
+            Ok(b) => b,
+            Err(e) => {
+                irq.needs_reset(&e);
+                break false;
+            }
+        };
+        if let Err(e) = chain::check(m, &b.writable) {
+            irq.needs_reset(&e);
+            break false;
+        }
+        let mut hdr = [0u8; HDR_LEN];
+        hdr[10] = 1; // num_buffers
+        let written = if chain::total(&b.writable) >= (HDR_LEN + n) as u64 {
+            let mut out = Vec::with_capacity(HDR_LEN + n);
+            out.extend_from_slice(&hdr);
+            out.extend_from_slice(&frame[..n]);
+            chain::write_bytes(m, &b.writable, &out).unwrap_or(0)
+        } else {
+            0 // buffer too small: the frame is dropped
+        };
+        *pending = None;
+        if q.add_used(m, head, written as u32).is_err() {
+            irq.needs_reset(&"cannot complete a receive buffer");
+            break false;
+        }
+        used_any = true;
+    };
+    if used_any && q.needs_notification(m).unwrap_or(true) {
+        irq.raise(INT_VRING);
+    }
+    ok
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("bad MAC address {s:?} (want xx:xx:xx:xx:xx:xx)"));
+        }
+        let mut m = [0u8; 6];
+        for (d, p) in m.iter_mut().zip(parts) {
+            if p.len() != 2 {
+                return Err(format!("bad MAC address {s:?}"));
+            }
+            *d = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC address {s:?}"))?;
+        }
+        if m[0] & 1 != 0 {
+            return Err(format!("MAC address {s:?} is a multicast address"));
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// The default MAC of the `i`-th network device: 52:54:00:12:34:56, ...:57, ...
+pub fn default_mac(i: usize) -> Mac {
+    Mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x56u8.wrapping_add(i as u8)])
+}
+
+/// Where a network device's frames go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetBackend {
+    /// A host TAP interface, by name.
+    Tap(String),
+    /// A `passt` process (user-mode networking), in its QEMU-compatible socket mode.
+    Passt,
+}
+
+/// `--net tap=NAME|passt[,mac=MAC]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    pub backend: NetBackend,
+    pub mac: Option<Mac>,
+}
+
+impl std::str::FromStr for NetSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NetSpec, String> {
+        let mut backend = None;
+        let mut mac = None;
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("tap", n)) if !n.is_empty() && n.len() < 16 => {
+                    backend = Some(NetBackend::Tap(n.to_string()))
+                }
+                Some(("tap", n)) => return Err(format!("bad TAP interface name {n:?}")),
+                None if part == "passt" => backend = Some(NetBackend::Passt),
+                Some(("mac", m)) => mac = Some(m.parse()?),
+                _ => {
+                    return Err(format!(
+                        "unknown net option {part:?} (want tap=NAME|passt[,mac=MAC])"
+                    ))
+                }
+            }
+        }
+        Ok(NetSpec {
+            backend: backend.ok_or("missing tap=NAME or passt")?,
+            mac,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_net_specs() {
+        assert_eq!(
+            "tap=tap0".parse::<NetSpec>().unwrap(),
+            NetSpec {
+                backend: NetBackend::Tap("tap0".into()),
+                mac: None
+            }
+        );
+        let n: NetSpec = "passt,mac=02:00:00:aa:bb:0c".parse().unwrap();
+        assert_eq!(n.backend, NetBackend::Passt);
+        assert_eq!(n.mac, Some(Mac([2, 0, 0, 0xaa, 0xbb, 0x0c])));
+        assert_eq!(n.mac.unwrap().to_string(), "02:00:00:aa:bb:0c");
+        assert!("mac=02:00:00:aa:bb:0c".parse::<NetSpec>().is_err());
+        assert!("passt,mac=01:00:00:00:00:00".parse::<NetSpec>().is_err());
+        assert!("passt,mac=zz:00:00:00:00:00".parse::<NetSpec>().is_err());
+        assert!("tap=".parse::<NetSpec>().is_err());
+        assert!("vde=x".parse::<NetSpec>().is_err());
+        assert_eq!(default_mac(0).to_string(), "52:54:00:12:34:56");
+        assert_eq!(default_mac(1).to_string(), "52:54:00:12:34:57");
+    }
+}

@@ -1,0 +1,86 @@
+//! Bad `--disk`/`--net` options fail with a one-line error before any guest runs.
+
+#[allow(unused_imports)] // common re-exports more than this test uses
+mod common;
+
+use std::process::Command;
+
+use common::{duvisor_bin, guest};
+
+fn assert_one_line_error(extra: &[&str], needle: &str) {
+    let g = guest();
+    let o = Command::new(duvisor_bin())
+        .arg("run")
+        .arg("--kernel")
+        .arg(&g.kernel)
+        .arg("--initrd")
+        .arg(&g.initrd)
+        .args(extra)
+        .output()
+        .expect("run duvisor");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{extra:?} should fail: {err}");
+    assert!(
+        o.stdout.is_empty(),
+        "the guest must not start for {extra:?}"
+    );
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line error for {extra:?}, got:\n{err}");
+    assert!(
+        lines[0].contains(needle),
+        "error for {extra:?} should mention {needle:?}: {err}"
+    );
+}
+
+fn scratch(name: &str, len: usize) -> String {
+    let dir = std::env::temp_dir().join(format!("duvisor-vcli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, vec![0u8; len]).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn missing_disk_image() {
+    assert_one_line_error(&["--disk", "path=/nonexistent/d.img"], "/nonexistent/d.img");
+}
+
+#[test]
+fn disk_is_a_directory() {
+    assert_one_line_error(&["--disk", "path=/tmp"], "is a directory");
+}
+
+#[test]
+fn disk_size_not_whole_sectors() {
+    let p = scratch("odd.img", 1000);
+    assert_one_line_error(&["--disk", &format!("path={p}")], "not a multiple of 512");
+}
+
+#[test]
+fn bad_disk_option() {
+    // A syntax error is clap's usage error (status 2), naming the bad option.
+    let o = Command::new(duvisor_bin())
+        .args([
+            "run",
+            "--kernel",
+            "/nonexistent",
+            "--disk",
+            "path=/x.img,cache=none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown disk option \"cache=none\""));
+}
+
+#[test]
+fn too_many_devices() {
+    let p = scratch("many.img", 4096);
+    let arg = format!("path={p},readonly");
+    let mut args = Vec::new();
+    for _ in 0..9 {
+        args.push("--disk");
+        args.push(&arg);
+    }
+    assert_one_line_error(&args, "virtio-mmio slots");
+}
