@@ -239,6 +239,9 @@ fn sbi_calls_return_spec_results_and_errors() {
     b += &check("DBCN_WRITTEN", "a1");
     b += &sbi(0x4442_434E, 0, &[16, 0x2000_0000, 0]);
     b += &check("DBCN_BAD_ADDR", "a0");
+    // base_hi holds address bits above 64 on RV64: any nonzero value is out of range.
+    b += &sbi(0x4442_434E, 0, &[4, LOAD_ADDR, 1]);
+    b += &check("DBCN_HI_SET", "a0");
     b += SHUTDOWN;
     let o = boot("sbi", &b, 2);
     assert_eq!(o.code, Some(0), "shutdown should exit 0: {}", o.stderr);
@@ -270,6 +273,7 @@ fn sbi_calls_return_spec_results_and_errors() {
     assert!(o.stdout.contains("hello-dbcn\n"), "{}", o.stdout);
     assert_eq!(o.get("DBCN_WRITTEN"), 11);
     assert_eq!(o.get("DBCN_BAD_ADDR"), NEG(-3));
+    assert_eq!(o.get("DBCN_HI_SET"), NEG(-3));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use dvext::csr::{HUVSIP, HUVSTIMECMP};
 use dvext::{Hart, RemoteFence};
 
-use crate::vm::control::{HsmState, Outcome};
+use crate::vm::control::Outcome;
 use crate::vm::VmShared;
 
 pub mod ext {
@@ -78,7 +78,7 @@ pub fn handle(vm: &VmShared, hart: &mut Hart) -> SbiNext {
             (r, 0, SbiNext::Continue)
         }
         ext::RFENCE => rfence(vm, fid, args),
-        ext::HSM => hsm(vm, hart, fid, args),
+        ext::HSM => hsm(vm, fid, args),
         ext::SRST if fid == 0 => srst(vm, args),
         ext::DBCN => dbcn(vm, fid, args),
         _ => (ERR_NOT_SUPPORTED, 0, SbiNext::Continue),
@@ -144,7 +144,7 @@ fn rfence(vm: &VmShared, fid: u64, args: [u64; 6]) -> (i64, u64, SbiNext) {
     (r, 0, SbiNext::Continue)
 }
 
-fn hsm(vm: &VmShared, hart: &mut Hart, fid: u64, args: [u64; 6]) -> (i64, u64, SbiNext) {
+fn hsm(vm: &VmShared, fid: u64, args: [u64; 6]) -> (i64, u64, SbiNext) {
     let cont = SbiNext::Continue;
     match fid {
         0 => {
@@ -161,10 +161,7 @@ fn hsm(vm: &VmShared, hart: &mut Hart, fid: u64, args: [u64; 6]) -> (i64, u64, S
                 (ERR_ALREADY_AVAILABLE, 0, cont)
             }
         }
-        1 => {
-            let _ = hart;
-            (SUCCESS, 0, SbiNext::HartStopped)
-        }
+        1 => (SUCCESS, 0, SbiNext::HartStopped),
         2 => match vm.harts.get(args[0] as usize) {
             Some(slot) => (SUCCESS, slot.state() as u64, cont),
             None => (ERR_INVALID_PARAM, 0, cont),
@@ -174,7 +171,7 @@ fn hsm(vm: &VmShared, hart: &mut Hart, fid: u64, args: [u64; 6]) -> (i64, u64, S
             // permitted early wake-up. Non-retentive suspend is not offered.
             if args[0] as u32 == 0 {
                 (SUCCESS, 0, cont)
-            } else if (args[0] as u32) < 0x8000_0000 && args[0] as u32 != 0 {
+            } else if (args[0] as u32) < 0x8000_0000 {
                 (ERR_INVALID_PARAM, 0, cont)
             } else {
                 (ERR_NOT_SUPPORTED, 0, cont)
@@ -209,12 +206,12 @@ fn dbcn(vm: &VmShared, fid: u64, args: [u64; 6]) -> (i64, u64, SbiNext) {
     let cont = SbiNext::Continue;
     match fid {
         0 => {
-            let (n, lo, hi) = (args[0], args[1], args[2]);
-            let addr = lo | hi << 32;
+            // On RV64 the address is base_lo; base_hi holds bits above 64 and must be 0.
+            let (n, addr, hi) = (args[0], args[1], args[2]);
             // Bound one call so a guest cannot make the host buffer gigabytes.
             let n = n.min(4096);
             let mut buf = vec![0u8; n as usize];
-            if hi != 0 && lo >> 32 != 0 || vm.ram.read(addr, &mut buf).is_err() {
+            if hi != 0 || vm.ram.read(addr, &mut buf).is_err() {
                 return (ERR_INVALID_PARAM, 0, cont);
             }
             vm.console_write(&buf);
@@ -222,8 +219,8 @@ fn dbcn(vm: &VmShared, fid: u64, args: [u64; 6]) -> (i64, u64, SbiNext) {
         }
         1 => {
             // Console input goes to the UART; the SBI console has none to give.
-            let (lo, hi) = (args[1], args[2]);
-            if !vm.ram.contains(lo | hi << 32, args[0].max(1)) {
+            let (addr, hi) = (args[1], args[2]);
+            if hi != 0 || !vm.ram.contains(addr, args[0].max(1)) {
                 return (ERR_INVALID_PARAM, 0, cont);
             }
             (SUCCESS, 0, cont)
@@ -289,9 +286,4 @@ fn legacy(vm: &VmShared, hart: &mut Hart, eid: u64, args: [u64; 6]) -> SbiNext {
     };
     hart.set_gpr(10, ret as u64);
     next
-}
-
-/// HSM state for status queries from tests and stats.
-pub fn hart_state(vm: &VmShared, id: usize) -> Option<HsmState> {
-    vm.harts.get(id).map(|s| s.state())
 }

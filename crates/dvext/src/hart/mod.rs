@@ -195,14 +195,9 @@ impl Hart {
             csr::UTVEC => c.utvec = v,
             HUSTATUS => c.hstatus = (c.hstatus & !HSTATUS_WRITABLE) | (v & HSTATUS_WRITABLE),
             HUEDELEG => {
-                // Causes that can never be handled by the guest itself are read-only zero.
-                let fixed0 = (1 << cause::ECALL_VS)
-                    | (1 << cause::INST_GUEST_PAGE_FAULT)
-                    | (1 << cause::LOAD_GUEST_PAGE_FAULT)
-                    | (1 << cause::VIRTUAL_INST)
-                    | (1 << cause::STORE_GUEST_PAGE_FAULT);
-                c.hedeleg = v & 0xffff & !fixed0 | v & (0xf << 24) & !fixed0;
-                c.hedeleg &= 0xb1ff;
+                // Delegable: causes 0-8, 12, 13, 15. ECALL_VS, the guest-page faults and
+                // virtual-instruction (10, 20-23) can never be handled by the guest: read-only 0.
+                c.hedeleg = v & 0xb1ff;
             }
             HUIDELEG => c.hideleg = v & VS_IRQS,
             HUIE => c.hie = v & VS_IRQS,
