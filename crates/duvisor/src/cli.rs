@@ -54,6 +54,9 @@ pub struct MachineArgs {
     /// A virtio-rng device fed from the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// Debugging only: do not confine the running VM to its seccomp allow-list.
+    #[arg(long)]
+    pub no_sandbox: bool,
 }
 
 #[derive(Debug, Args)]

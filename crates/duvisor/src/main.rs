@@ -30,7 +30,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(a) => {
             let cfg = config(a.kernel, a.initrd, a.cmdline, &a.machine);
-            run(cfg, a.machine.stats)
+            run(cfg, &a.machine)
         }
         Command::FetchGuest(a) => {
             let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
@@ -43,7 +43,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
             let g = guest_fetch::fetch_guest(&dir, true)?;
             let cfg = config(g.kernel, Some(g.initrd), DEFAULT_CMDLINE.into(), &a.machine);
-            run(cfg, a.machine.stats)
+            run(cfg, &a.machine)
         }
     }
 }
@@ -67,7 +67,7 @@ fn config(
     }
 }
 
-fn run(cfg: VmConfig, stats: bool) -> Result<u8> {
+fn run(cfg: VmConfig, m: &MachineArgs) -> Result<u8> {
     let console = Console::new(stdin_is_tty())?;
     let vm = Vm::build(&cfg, || console.output())?;
     let uart = vm.uart().clone();
@@ -76,9 +76,15 @@ fn run(cfg: VmConfig, stats: bool) -> Result<u8> {
         move |b| uart.enqueue_input(b),
         move || shared.stop(Outcome::Quit),
     )?;
+    // Set-up is over: from here on every thread keeps to the sandbox's allow-list.
+    if m.no_sandbox {
+        tracing::warn!("running without the seccomp sandbox (--no-sandbox)");
+    } else {
+        duvisor::sandbox::install()?;
+    }
     let report = vm.run()?;
     drop(console);
-    if stats {
+    if m.stats {
         report.print_stats(&mut std::io::stderr())?;
     }
     let code = report.outcome.exit_code();
