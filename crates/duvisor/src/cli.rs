@@ -54,6 +54,10 @@ pub struct MachineArgs {
     /// A virtio-rng device fed from the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// End the VM (status 6) when a vCPU keeps interrupts disabled with one pending for this
+    /// many seconds: a locked-up guest kernel.
+    #[arg(long, value_name = "SECS", value_parser = parse_watchdog)]
+    pub watchdog: Option<std::time::Duration>,
     /// Debugging only: do not confine the running VM to its seccomp allow-list.
     #[arg(long)]
     pub no_sandbox: bool,
@@ -87,6 +91,14 @@ pub struct DemoArgs {
     pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub machine: MachineArgs,
+}
+
+/// Parse a watchdog limit: whole seconds, 1 to 3600.
+pub fn parse_watchdog(s: &str) -> Result<std::time::Duration> {
+    match s.trim().parse::<u64>() {
+        Ok(n @ 1..=3600) => Ok(std::time::Duration::from_secs(n)),
+        _ => bail!("not a watchdog limit: {s:?} (whole seconds, 1 to 3600)"),
+    }
 }
 
 /// Parse a memory size: `512M`, `2G`, `1048576K`, `4096` (MiB).

@@ -64,6 +64,7 @@ fn config(
         disks: m.disks.clone(),
         nets: m.nets.clone(),
         rng: m.rng,
+        watchdog: m.watchdog,
     }
 }
 

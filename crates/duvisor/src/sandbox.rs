@@ -49,12 +49,7 @@ const fn allow(name: &'static str, nr: libc::c_long, args: Args, why: &'static s
 }
 
 /// Terminal ioctls: the console restores the host terminal's settings when the VM ends.
-const TTY_IOCTLS: &[u64] = &[
-    libc::TCGETS,
-    libc::TCSETS,
-    libc::TCSETSW,
-    libc::TIOCGWINSZ,
-];
+const TTY_IOCTLS: &[u64] = &[libc::TCGETS, libc::TCSETS, libc::TCSETSW, libc::TIOCGWINSZ];
 const PROT_EXEC: u64 = libc::PROT_EXEC as u64;
 /// pthread_create's clone flags always include these; a fork (new process) does not.
 const THREAD_CLONE: u64 = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
@@ -122,6 +117,7 @@ pub const POLICY: &[Allowed] = &[
     allow("statx", libc::SYS_statx, Args::Any, "disk image size (newer glibc)"),
     allow("ioctl", libc::SYS_ioctl, Args::OneOf(1, TTY_IOCTLS), "terminal settings only"),
     allow("close", libc::SYS_close, Args::Any, "descriptors of stopped devices"),
+    allow("fcntl", libc::SYS_fcntl, Args::OneOf(1, &[libc::F_GETFD as u64, libc::F_GETFL as u64]), "flag queries only (Rust checks a descriptor is open before closing it)"),
     allow("eventfd2", libc::SYS_eventfd2, Args::Any, "queue-notify and stop events, created when the guest starts a device"),
     allow("ppoll", libc::SYS_ppoll, Args::Any, "I/O threads wait for notifies and frames"),
     allow("poll", libc::SYS_poll, Args::Any, "I/O threads wait for notifies and frames"),

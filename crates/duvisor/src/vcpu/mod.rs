@@ -12,6 +12,7 @@ use dvext::{Exit, Hart};
 use crate::sbi::{self, SbiNext};
 use crate::stats::ExitKind;
 use crate::vm::control::Outcome;
+use crate::vm::watchdog::HangCheck;
 use crate::vm::VmShared;
 use inject::{inject_exception, skip_instruction};
 use mmio::MmioResult;
@@ -65,11 +66,22 @@ enum Next {
 pub fn run_vcpu(vm: Arc<VmShared>, mut hart: Hart) {
     let id = hart.vcpu_id() as usize;
     let slot = &vm.harts[id];
+    let mut hang = HangCheck::default();
     while let Some((addr, opaque)) = slot.wait_start(&vm.control) {
         reset_for_start(&mut hart, addr, opaque);
         slot.set_started();
         loop {
             let exit = hart.huret();
+            if let (Exit::Kicked, Some(limit)) = (&exit, vm.watchdog) {
+                if slot.take_probe() {
+                    if let Some(stuck) = hang.sample(&mut hart, limit) {
+                        vm.stop(Outcome::Hung {
+                            vcpu: id as u32,
+                            secs: stuck.as_secs(),
+                        });
+                    }
+                }
+            }
             match handle_exit(&vm, &mut hart, exit) {
                 Next::Continue => {}
                 Next::HartStopped => {

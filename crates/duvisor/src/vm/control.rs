@@ -16,6 +16,11 @@ pub enum Outcome {
     Quit,
     /// The hypervisor plane stopped the VM.
     Halted(HaltReason),
+    /// The guest kernel panicked (seen on its console), with the panic message.
+    Panicked(String),
+    /// The watchdog (`--watchdog`) found a vCPU that kept an interrupt pending with interrupts
+    /// disabled for `secs` seconds.
+    Hung { vcpu: u32, secs: u64 },
     /// DuVisor could not continue.
     Error(String),
 }
@@ -28,6 +33,8 @@ impl Outcome {
             Outcome::Quit => 0,
             Outcome::Reset { .. } => 3,
             Outcome::Halted(_) => 4,
+            Outcome::Panicked(_) => 5,
+            Outcome::Hung { .. } => 6,
             Outcome::Error(_) => 1,
         }
     }
@@ -47,6 +54,11 @@ impl Outcome {
                 }
             ),
             Outcome::Halted(r) => format!("VM stopped by the hypervisor plane: {r}"),
+            Outcome::Panicked(m) => format!("guest kernel panicked: {m}"),
+            Outcome::Hung { vcpu, secs } => format!(
+                "watchdog: vCPU {vcpu} ran with interrupts disabled and an interrupt pending for \
+                 {secs} s; the guest is hung"
+            ),
             Outcome::Error(e) => format!("error: {e}"),
         }
     }
@@ -98,6 +110,8 @@ struct Slot {
 pub struct HartSlot {
     slot: Mutex<Slot>,
     cv: Condvar,
+    /// The watchdog asks the vthread to sample its hart at the next kick.
+    probe: AtomicBool,
 }
 
 impl Default for HartSlot {
@@ -108,11 +122,22 @@ impl Default for HartSlot {
                 start: None,
             }),
             cv: Condvar::new(),
+            probe: AtomicBool::new(false),
         }
     }
 }
 
 impl HartSlot {
+    /// Ask for a watchdog sample (the caller then kicks the vCPU).
+    pub fn request_probe(&self) {
+        self.probe.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a watchdog sample was asked for (clears the request).
+    pub fn take_probe(&self) -> bool {
+        self.probe.swap(false, Ordering::Relaxed)
+    }
+
     pub fn state(&self) -> HsmState {
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).state
     }

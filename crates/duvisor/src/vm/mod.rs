@@ -3,8 +3,10 @@
 
 pub mod control;
 pub mod gstage;
+pub mod guest_panic;
 pub mod layout;
 pub mod memory;
+pub mod watchdog;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ pub struct VmConfig {
     pub nets: Vec<NetSpec>,
     /// A virtio-rng device, last.
     pub rng: bool,
+    /// End the VM when a vCPU stays locked up (interrupts off, one pending) this long.
+    pub watchdog: Option<Duration>,
 }
 
 /// State shared by the vthreads and I/O threads of one VM.
@@ -69,11 +73,18 @@ pub struct VmShared {
     pub stats: ExitStats,
     console: Mutex<Box<dyn Write + Send>>,
     retired: Mutex<dvext::HartStats>,
+    pub watchdog: Option<Duration>,
+    panic: Arc<guest_panic::PanicState>,
 }
 
 impl VmShared {
     /// Stop the VM with `o` (first outcome wins) and get every vthread out of the guest.
     pub fn stop(&self, o: Outcome) {
+        // With panic=N the kernel resets after panicking: report the panic, not the reset.
+        let o = match (o, self.panic.message()) {
+            (Outcome::Reset { .. }, Some(m)) => Outcome::Panicked(m),
+            (o, _) => o,
+        };
         if self.control.stop(o) {
             self.kick_all();
         }
@@ -330,7 +341,9 @@ impl Vm {
         }
 
         let plic = Plic::new(cfg.cpus as usize, Arc::new(DoorbellSink(irq.clone())));
-        let uart = Arc::new(Uart::new(plic.irq_line(UART_IRQ), console_out()));
+        let panic = Arc::new(guest_panic::PanicState::default());
+        let uart_out = guest_panic::PanicWatch::new(console_out(), panic.clone());
+        let uart = Arc::new(Uart::new(plic.irq_line(UART_IRQ), Box::new(uart_out)));
         let mut bus = MmioBus::new();
         bus.register(PLIC_BASE, PLIC_SIZE, plic.clone())?;
         bus.register(UART_BASE, UART_SIZE, uart.clone())?;
@@ -387,7 +400,10 @@ impl Vm {
             stats: ExitStats::default(),
             console: Mutex::new(console_out()),
             retired: Mutex::new(dvext::HartStats::default()),
+            watchdog: cfg.watchdog,
+            panic: panic.clone(),
         });
+        panic.attach(&shared);
         let driver_setup = driver.stats();
         Ok(Vm {
             shared,
@@ -403,6 +419,13 @@ impl Vm {
 
     pub fn shared(&self) -> &Arc<VmShared> {
         &self.shared
+    }
+
+    /// The shared state and the not-yet-started harts, for driving exits by hand instead of
+    /// [`Vm::run`] (the SBI fuzzing harness in [`crate::fuzzing`]).
+    #[doc(hidden)]
+    pub fn into_parts(self) -> (Arc<VmShared>, Vec<Hart>) {
+        (self.shared, self.harts)
     }
 
     /// Feed console input to the guest's UART.
@@ -424,6 +447,9 @@ impl Vm {
                     .name(name)
                     .spawn(move || vcpu::run_vcpu(vm, hart))?,
             );
+        }
+        if let Some(limit) = shared.watchdog {
+            threads.push(watchdog::spawn(shared.clone(), limit)?);
         }
         for t in threads {
             if t.join().is_err() {
