@@ -78,6 +78,8 @@ pub struct ConsoleOptions {
     pub watch: Vec<String>,
     /// Pause between seeing the ready marker and typing, so the shell is reading.
     pub settle: Duration,
+    /// Sample the process's resident set this often (see [`ConsoleRun::rss_samples`]).
+    pub rss_every: Option<Duration>,
 }
 
 impl ConsoleOptions {
@@ -87,7 +89,13 @@ impl ConsoleOptions {
             timeout,
             watch: Vec::new(),
             settle: Duration::from_millis(300),
+            rss_every: None,
         }
+    }
+
+    pub fn sample_rss(mut self, every: Duration) -> Self {
+        self.rss_every = Some(every);
+        self
     }
 
     pub fn watch(mut self, s: &str) -> Self {
@@ -112,6 +120,8 @@ pub struct ConsoleRun {
     pub seen: Vec<(String, Option<Duration>)>,
     /// Peak resident set size of the process, KiB (`ru_maxrss` from `wait4`).
     pub max_rss_kib: Option<u64>,
+    /// (time since spawn, VmRSS in KiB) every [`ConsoleOptions::rss_every`] while it ran.
+    pub rss_samples: Vec<(Duration, u64)>,
     /// The timeout passed and the process was killed.
     pub timed_out: bool,
 }
@@ -209,7 +219,17 @@ pub fn run_console(cmd: Command, opts: &ConsoleOptions) -> std::io::Result<Conso
     let mut seen: Vec<(String, Option<Duration>)> =
         opts.watch.iter().map(|w| (w.clone(), None)).collect();
     let mut timed_out = false;
+    let mut rss_samples = Vec::new();
+    let mut next_rss = start;
     loop {
+        if let Some(every) = opts.rss_every {
+            if Instant::now() >= next_rss {
+                next_rss += every;
+                if let Some(kib) = current_rss_kib(pid) {
+                    rss_samples.push((start.elapsed(), kib));
+                }
+            }
+        }
         let left = opts.timeout.saturating_sub(start.elapsed());
         if left.is_zero() {
             timed_out = true;
@@ -265,8 +285,16 @@ pub fn run_console(cmd: Command, opts: &ConsoleOptions) -> std::io::Result<Conso
         ready_at,
         seen,
         max_rss_kib,
+        rss_samples,
         timed_out,
     })
+}
+
+/// VmRSS of a live process, KiB.
+fn current_rss_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Reap `pid` with `wait4`: its exit status and its own peak RSS (KiB).
