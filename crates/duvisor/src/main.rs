@@ -87,6 +87,14 @@ fn run(cfg: VmConfig, m: &MachineArgs) -> Result<u8> {
     drop(console);
     if m.stats {
         report.print_stats(&mut std::io::stderr())?;
+        if m.no_sandbox {
+            eprintln!("sandbox              off (--no-sandbox)");
+        } else {
+            eprintln!(
+                "sandbox              seccomp, {} system calls allowed",
+                duvisor::sandbox::POLICY.len()
+            );
+        }
     }
     let code = report.outcome.exit_code();
     if code != 0 {
