@@ -9,14 +9,12 @@
 #[allow(unused_imports)]
 mod common;
 
-#[path = "../../dvext/tests/common/asm.rs"]
-mod asm;
-
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bare::asm;
 use common::*;
 
 const LOAD_ADDR: u64 = 0x8020_0000;

@@ -1,8 +1,8 @@
 //! The SBI (v2.0) as the guest sees it, implemented in the VM plane: a guest `ecall` from
 //! VS-mode exits to the vthread, which handles it here without involving the driver.
 
-use dvext::csr::{HUVSIP, HUVSTIMECMP};
-use dvext::{Hart, RemoteFence};
+use dvext::csr::{cause, HUVSIP, HUVSTIMECMP};
+use dvext::{GuestAccessFault, Hart, RemoteFence};
 
 use crate::vm::control::Outcome;
 use crate::vm::VmShared;
@@ -168,13 +168,12 @@ fn hsm(vm: &VmShared, fid: u64, args: [u64; 6]) -> (i64, u64, SbiNext) {
         },
         3 => {
             // Retentive suspend (type 0) behaves as WFI-then-return: returning at once is a
-            // permitted early wake-up. Non-retentive suspend is not offered.
-            if args[0] as u32 == 0 {
-                (SUCCESS, 0, cont)
-            } else if (args[0] as u32) < 0x8000_0000 {
-                (ERR_INVALID_PARAM, 0, cont)
-            } else {
-                (ERR_NOT_SUPPORTED, 0, cont)
+            // permitted early wake-up. Default non-retentive suspend is not offered; every
+            // other type is reserved or platform-specific and unimplemented (SBI v2.0 §9.4).
+            match args[0] as u32 {
+                0 => (SUCCESS, 0, cont),
+                0x8000_0000 => (ERR_NOT_SUPPORTED, 0, cont),
+                _ => (ERR_INVALID_PARAM, 0, cont),
             }
         }
         _ => (ERR_NOT_SUPPORTED, 0, cont),
@@ -233,6 +232,29 @@ fn dbcn(vm: &VmShared, fid: u64, args: [u64; 6]) -> (i64, u64, SbiNext) {
     }
 }
 
+/// Load the doubleword at guest virtual address `va` as the guest itself would. Guest RAM is
+/// entered in the G-stage table on first touch, so RAM the guest has not touched yet faults at
+/// the G-stage: it is mapped here, as the guest's own access would have been, and the load
+/// retried (each retry maps one more page: the guest's own page tables, then one or two data
+/// pages). Anything else (not RAM, a VS-stage fault) fails.
+fn guest_load_u64(vm: &VmShared, hart: &mut Hart, va: u64) -> Result<u64, GuestAccessFault> {
+    let mut tries = 0;
+    loop {
+        match hart.hlv(va, 8) {
+            Err(f)
+                if tries < 8
+                    && f.cause == cause::LOAD_GUEST_PAGE_FAULT
+                    && vm.ram.contains(f.gpa, 1) =>
+            {
+                vm.map_ram(f.gpa).map_err(|_| f)?;
+                hart.hufence_gvma(None, Some(f.gpa));
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// SBI v0.1 calls: a0 carries the result only.
 fn legacy(vm: &VmShared, hart: &mut Hart, eid: u64, args: [u64; 6]) -> SbiNext {
     let mut next = SbiNext::Continue;
@@ -258,7 +280,7 @@ fn legacy(vm: &VmShared, hart: &mut Hart, eid: u64, args: [u64; 6]) -> SbiNext {
             let mask = if args[0] == 0 {
                 Ok(u64::MAX)
             } else {
-                hart.hlv(args[0], 8)
+                guest_load_u64(vm, hart, args[0])
             };
             match mask {
                 Err(_) => ERR_INVALID_ADDRESS,

@@ -11,7 +11,7 @@ use dvext::{Exit, Hart};
 
 use crate::sbi::{self, SbiNext};
 use crate::stats::ExitKind;
-use crate::vm::control::Outcome;
+use crate::vm::control::{HsmState, Outcome};
 use crate::vm::watchdog::HangCheck;
 use crate::vm::VmShared;
 use inject::{inject_exception, skip_instruction};
@@ -86,6 +86,15 @@ pub fn run_vcpu(vm: Arc<VmShared>, mut hart: Hart) {
                 Next::Continue => {}
                 Next::HartStopped => {
                     slot.set_stopped();
+                    // Only a running hart can start another: with every hart stopped the VM
+                    // can never run again, so end it instead of idling forever.
+                    if vm.harts.iter().all(|s| s.state() == HsmState::Stopped) {
+                        vm.stop(Outcome::Error(
+                            "every vCPU has stopped (SBI HSM hart_stop); none can be started \
+                             again"
+                                .into(),
+                        ));
+                    }
                     break;
                 }
                 Next::VmStop => {

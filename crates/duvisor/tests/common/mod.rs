@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod bare;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
