@@ -378,6 +378,15 @@ fn the_vm_plane_cannot_read_through_the_faulty_mapping_either() {
         })
     );
     p.assert_nothing_leaked();
+    // Each refused access is reported to the driver, and VM A (whose tables are corrupt) is
+    // halted; B is not.
+    assert_eq!(p.d.emergencies().len(), 3);
+    assert!(p.d.emergencies().iter().all(|e| matches!(
+        e,
+        Emergency::PmcViolation { vmid, .. } if *vmid == p.a.handle.vmid()
+    )));
+    assert!(p.d.halt_reason(p.a.handle).is_some());
+    assert!(p.d.halt_reason(p.b.handle).is_none());
     // A's own RAM works through the same path.
     assert!(p.a.hart.hsv(RAM_GPA + 0x800, 8, 0x77).is_ok());
     assert_eq!(p.a.hart.hlv(RAM_GPA + 0x800, 8), Ok(0x77));

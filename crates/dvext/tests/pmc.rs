@@ -273,6 +273,11 @@ fn hlv_outside_the_grant_is_an_access_fault_not_a_read() {
         })
     );
     forbidden_unchanged(&vm, FORBIDDEN_HPA);
+    // Reported, and the VM halted: its G-stage table points outside its grants.
+    assert!(matches!(
+        vm.run(),
+        Exit::Halted(HaltReason::PmcViolation { .. })
+    ));
 }
 
 #[test]

@@ -29,7 +29,7 @@ use trap::Trap;
 
 use crate::csr::{self, *};
 use crate::doorbell::{req, HartShared};
-use crate::exit::Exit;
+use crate::exit::{Emergency, Exit, HaltReason};
 use crate::phys_mem::PAGE_SIZE;
 use crate::platform::PlatformInner;
 use crate::pmc::Vmid;
@@ -290,14 +290,28 @@ impl Hart {
                 Trap::Exc {
                     cause, tval, gpa, ..
                 } => GuestAccessFault { cause, tval, gpa },
-                Trap::Pmc { .. } => GuestAccessFault {
-                    cause: match access {
-                        Access::Write => cause::STORE_ACCESS,
-                        _ => cause::LOAD_ACCESS,
-                    },
-                    tval: va,
-                    gpa: 0,
-                },
+                Trap::Pmc { hpa, va } => {
+                    // A G-stage entry pointing outside the VM's grants means the VM plane's
+                    // tables are corrupt: as for the guest's own accesses, report it and halt
+                    // the VM (the access itself fails and reads nothing).
+                    self.cpu.platform.emergency(Emergency::PmcViolation {
+                        vmid: self.cpu.vmid,
+                        vcpu: self.cpu.vcpu_id,
+                        hpa,
+                        va,
+                    });
+                    self.cpu
+                        .platform
+                        .halt_vm(self.cpu.vmid, HaltReason::PmcViolation { hpa, va });
+                    GuestAccessFault {
+                        cause: match access {
+                            Access::Write => cause::STORE_ACCESS,
+                            _ => cause::LOAD_ACCESS,
+                        },
+                        tval: va,
+                        gpa: 0,
+                    }
+                }
             })
     }
 
