@@ -7,9 +7,12 @@ pub mod cli;
 pub mod console;
 pub mod devices;
 pub mod fdt;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guest_console;
 pub mod guest_fetch;
 pub mod loader;
+pub mod sandbox;
 pub mod sbi;
 pub mod stats;
 pub mod vcpu;

@@ -8,6 +8,8 @@
 pub mod csr;
 pub mod doorbell;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hart;
 pub mod phys_mem;
 pub mod platform;

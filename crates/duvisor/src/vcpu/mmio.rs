@@ -31,7 +31,9 @@ fn trapping_instruction(hart: &mut Hart, htinst: u64) -> Option<(Inst, u64)> {
     let pc = hart.csr_read(UEPC).ok()?;
     let lo = hart.hlvx(pc, 2).ok()? as u32;
     let raw = if lo & 3 == 3 {
-        lo | (hart.hlvx(pc + 2, 2).ok()? as u32) << 16
+        // The second parcel of an instruction in the last two bytes of the address space is at
+        // address 0.
+        lo | (hart.hlvx(pc.wrapping_add(2), 2).ok()? as u32) << 16
     } else {
         lo
     };

@@ -7,9 +7,10 @@ use crate::phys_mem::PAGE_SHIFT;
 pub(crate) const TLB_BITS: u32 = 8;
 pub(crate) const TLB_SIZE: usize = 1 << TLB_BITS;
 const PAGE_MASK: u64 = !((1u64 << PAGE_SHIFT) - 1);
-/// Never matches a lookup (lookups compare against addresses with bit 0 clear or misaligned
-/// addresses that must miss anyway).
-const INVALID: u64 = 1;
+/// Never matches a lookup: a lookup key is a page number plus at most the low three bits of a
+/// misaligned address, so bits 3..PAGE_SHIFT are clear in it (a tag of 1 matched misaligned
+/// accesses at virtual address 1, 5, 9, ... through empty entries, with host address = va).
+const INVALID: u64 = 1 << (PAGE_SHIFT - 1);
 
 /// Translation context: which privilege and SUM setting the entries were filled under.
 pub(crate) const MMU_VS: usize = 0;

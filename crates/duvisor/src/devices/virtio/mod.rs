@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{IrqLine, MmioDevice};
@@ -541,7 +541,15 @@ pub fn serve_queue(
             break false;
         }
         let mut broken = None;
-        while let Some(chain) = q.pop_descriptor_chain(m) {
+        loop {
+            let chain = match pop_chain(q, m) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            };
             let head = chain.head_index();
             let res = match Buffers::gather(chain) {
                 Ok(b) => handle(b),
@@ -575,6 +583,19 @@ pub fn serve_queue(
         irq.raise(INT_VRING);
     }
     ok
+}
+
+/// The next available chain of `q`, if any. An available index more than a queue's worth
+/// ahead of the device is a driver error: `pop_descriptor_chain` would report it only as "no
+/// chain" while `enable_notification` keeps seeing a non-empty ring, so a loop over the two
+/// would spin forever (and a reset, which joins the I/O thread, would hang).
+pub fn pop_chain<'m>(
+    q: &mut Queue,
+    m: &'m vm_memory::GuestMemoryMmap,
+) -> Result<Option<virtio_queue::DescriptorChain<&'m vm_memory::GuestMemoryMmap>>, String> {
+    q.iter(m)
+        .map(|mut avail| avail.next())
+        .map_err(|e| format!("available ring: {e}"))
 }
 
 /// Map a chain-parsing error for handlers that build their own chains.
