@@ -1,9 +1,10 @@
 //! The seccomp sandbox: once a VM is set up (guest memory granted, kernel loaded, disk images,
 //! TAP devices and sockets open), every DuVisor thread — the vthreads, the I/O threads and the
-//! console reader, present and future — may make only the system calls in [`POLICY`]. Anything
-//! else (opening a file, creating a socket, `execve`, `ptrace`, making memory executable, ...)
-//! ends the process: the kernel delivers `SIGSYS`, and our handler prints one line naming the
-//! call and exits with status [`SANDBOX_EXIT`]. docs/security.md explains each entry.
+//! console reader, present and future — may make only the system calls in [`POLICY`]. Opening
+//! a file fails with EACCES ([`REFUSED`]); anything else (creating a socket, `execve`, `ptrace`,
+//! making memory executable, ...) ends the process: the kernel delivers `SIGSYS`, and our
+//! handler prints one line naming the call and exits with status [`SANDBOX_EXIT`].
+//! docs/security.md explains each entry.
 
 use std::collections::BTreeMap;
 
@@ -81,7 +82,8 @@ pub const POLICY: &[Allowed] = &[
     allow("madvise", libc::SYS_madvise, Args::Any, "returning discarded guest pages and freed heap to the host"),
     // Threads and synchronisation.
     allow("clone", libc::SYS_clone, Args::AllBits(0, THREAD_CLONE), "starting vthreads and virtio I/O threads (threads only, no new processes)"),
-    allow("clone3", libc::SYS_clone3, Args::Any, "let through here only to fail with ENOSYS in the second filter, so glibc falls back to clone"),
+    allow("clone3", libc::SYS_clone3, Args::Any, "let through here only to fail with ENOSYS (see REFUSED), so glibc falls back to clone"),
+    allow("openat", libc::SYS_openat, Args::Any, "let through here only to fail with EACCES (see REFUSED): glibc's malloc opens /proc/sys/vm/overcommit_memory lazily when a thread's heap shrinks, and copes with a refusal"),
     allow("futex", libc::SYS_futex, Args::MaskedOneOf(1, FUTEX_CMD, FUTEX_CMDS), "locks, condition variables, thread join"),
     allow("set_robust_list", libc::SYS_set_robust_list, Args::Any, "new threads (glibc)"),
     allow("rseq", libc::SYS_rseq, Args::Any, "new threads (glibc registers restartable sequences)"),
@@ -188,16 +190,24 @@ pub fn filter() -> Result<BpfProgram, SandboxError> {
     Ok(f.try_into()?)
 }
 
-/// Second filter: `clone3` fails with ENOSYS, so glibc falls back to `clone`, whose flags the
-/// main filter can check (clone3 passes them in memory, out of seccomp's reach).
-fn clone3_filter() -> Result<BpfProgram, SandboxError> {
+/// Calls that fail with an error instead of ending the process, each by a filter of its own
+/// stacked on the main one (the kernel applies the strictest answer: this errno over the main
+/// filter's "allow"). `clone3` fails with ENOSYS so glibc falls back to `clone`, whose flags the
+/// main filter can check (clone3 passes them in memory, out of seccomp's reach). `openat` fails
+/// with EACCES: no file can be opened, and libraries that probe a file lazily carry on.
+pub const REFUSED: &[(&str, libc::c_long, i32)] = &[
+    ("clone3", libc::SYS_clone3, libc::ENOSYS),
+    ("openat", libc::SYS_openat, libc::EACCES),
+];
+
+fn refusal_filter(nr: libc::c_long, errno: i32) -> Result<BpfProgram, SandboxError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|_| SandboxError::Arch(std::env::consts::ARCH))?;
-    let map = BTreeMap::from([(libc::SYS_clone3, vec![])]);
+    let map = BTreeMap::from([(nr, vec![])]);
     let f = SeccompFilter::new(
         map,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Errno(errno as u32),
         arch,
     )?;
     Ok(f.try_into()?)
@@ -276,7 +286,10 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 /// Irreversible: call it once set-up is complete.
 pub fn install() -> Result<(), SandboxError> {
     let main = filter()?;
-    let clone3 = clone3_filter()?;
+    let refusals = REFUSED
+        .iter()
+        .map(|&(_, nr, errno)| refusal_filter(nr, errno))
+        .collect::<Result<Vec<_>, _>>()?;
     // SAFETY: a zeroed sigaction is a valid starting point; we set the handler and flags and
     // pass valid pointers. The handler only calls async-signal-safe functions.
     unsafe {
@@ -290,7 +303,9 @@ pub fn install() -> Result<(), SandboxError> {
             return Err(SandboxError::Handler(std::io::Error::last_os_error()));
         }
     }
-    seccompiler::apply_filter_all_threads(&clone3)?;
+    for f in &refusals {
+        seccompiler::apply_filter_all_threads(f)?;
+    }
     seccompiler::apply_filter_all_threads(&main)?;
     Ok(())
 }
@@ -313,7 +328,6 @@ mod tests {
     fn nothing_dangerous_is_allowed() {
         for forbidden in [
             libc::SYS_open,
-            libc::SYS_openat,
             libc::SYS_socket,
             libc::SYS_connect,
             libc::SYS_execve,
@@ -332,6 +346,14 @@ mod tests {
                 "system call {forbidden} must stay forbidden"
             );
         }
+        // Let through the main filter only to be refused.
+        for (name, nr, _) in REFUSED {
+            assert!(
+                POLICY.iter().any(|a| a.nr == *nr),
+                "{name} is not in POLICY"
+            );
+        }
+        assert!(REFUSED.iter().any(|r| r.1 == libc::SYS_openat));
     }
 
     #[test]

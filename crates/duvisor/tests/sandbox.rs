@@ -1,7 +1,8 @@
 //! The seccomp sandbox (`duvisor::sandbox`): after `install()`, what a running VM needs still
-//! works (threads, memory, I/O on open descriptors, randomness), and each kind of escape a
-//! compromised VM plane would try — opening a host file, creating a socket, starting a program,
-//! making memory executable — ends the process with status 159 and a one-line reason.
+//! works (threads, memory, I/O on open descriptors, randomness), opening any host file fails
+//! with EACCES, and each other kind of escape a compromised VM plane would try — creating a
+//! socket, starting a program, making memory executable, ptrace — ends the process with status
+//! 159 and a one-line reason.
 //!
 //! Each case runs in a child process (this test binary re-run with `DUVISOR_SANDBOX_CASE`), since
 //! the filter is irreversible and covers every thread.
@@ -55,7 +56,21 @@ fn sandbox_child() {
     match case.as_str() {
         "none" => {}
         "open" => {
-            let _ = std::fs::File::open("/etc/hostname");
+            // Refused with EACCES (not fatal: libraries probe files lazily), then a socket.
+            for path in ["/etc/hostname", "/proc/self/mem", "/dev/null"] {
+                let e = std::fs::File::open(path).expect_err("a file was opened");
+                assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{path}");
+            }
+            let e = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open("/tmp/duvisor-sandbox-must-not-exist")
+                .expect_err("a file was created");
+            assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+            assert!(!std::path::Path::new("/tmp/duvisor-sandbox-must-not-exist").exists());
+            eprintln!("OPEN-REFUSED");
+            let _ = std::net::TcpListener::bind("127.0.0.1:0");
         }
         "socket" => {
             let _ = std::net::TcpListener::bind("127.0.0.1:0");
@@ -136,8 +151,12 @@ fn allowed_work_runs_under_the_sandbox() {
 }
 
 #[test]
-fn opening_a_host_file_kills_the_process() {
-    assert_killed("open", Some("(openat)"));
+fn opening_a_host_file_is_refused() {
+    let (code, err) = run_case("open");
+    assert!(err.contains("OPEN-REFUSED"), "{err}");
+    // ... and the socket afterwards still ends the process.
+    assert_eq!(code, Some(SANDBOX_EXIT), "{err}");
+    assert!(err.contains("(socket)"), "{err}");
 }
 
 #[test]
