@@ -13,7 +13,7 @@ command -v riscv64-linux-gnu-as >/dev/null || need+=(binutils-riscv64-linux-gnu)
 command -v cpio >/dev/null || need+=(cpio)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v passt >/dev/null || need+=(passt)  # user-mode networking back end of --net passt
-command -v ip >/dev/null || need+=(iproute2)  # the TAP test creates its interface with `ip tuntap`
+command -v ip >/dev/null || need+=(iproute2)  # the network tests and benchmark rows create namespaces, TAP and veth interfaces
 want_qemu=0
 if ! command -v qemu-system-riscv64 >/dev/null; then want_qemu=1; fi
 

@@ -2,7 +2,7 @@
 //! initramfs.
 //!
 //! ```sh
-//! cargo run --release -p duvisor-bench -- [--runs N] [--rows boot1,boot4,cpu,fork,smp,blk] [--quick]
+//! cargo run --release -p duvisor-bench -- [--runs N] [--rows boot1,boot4,cpu,fork,smp,blk,blkrd,blkwr,tcpup,tcpdown] [--quick]
 //! ```
 //!
 //! Runs alternate (duvisor, QEMU, duvisor, QEMU, …) so slow drifts in host load hit both
@@ -11,6 +11,7 @@
 
 mod host;
 mod json;
+mod net;
 mod report;
 mod stats;
 mod svg;
@@ -39,7 +40,8 @@ struct Args {
     /// Runs of each side per row (default 3, or 1 with --quick).
     #[arg(long)]
     runs: Option<usize>,
-    /// Rows to run, comma-separated: boot1,boot4,cpu,fork,smp,blk (default: all).
+    /// Rows to run, comma-separated: boot1,boot4,cpu,fork,smp,blk,blkrd,blkwr,tcpup,tcpdown
+    /// (default: all).
     #[arg(long, value_parser = parse_rows_arg)]
     rows: Option<RowList>,
     /// Small workloads and one run each: a smoke test of the harness, not a measurement.
@@ -186,6 +188,14 @@ fn make_disk_image(path: &Path, mib: u32) -> Result<()> {
     Ok(())
 }
 
+/// Whether this duvisor has `--net passt` (`run --help` says so).
+fn has_net_passt(bin: &Path) -> bool {
+    host::command_output(Command::new(bin).args(["run", "--help"])).is_some_and(|h| {
+        h.lines()
+            .any(|l| l.contains("--net") && l.contains("passt"))
+    })
+}
+
 struct Bench<'a> {
     duvisor: &'a Path,
     guest: &'a GuestFiles,
@@ -193,6 +203,9 @@ struct Bench<'a> {
     timeout: Duration,
     disk: Option<PathBuf>,
     disk_syntax: Option<DiskSyntax>,
+    /// The network rows' namespace (made for the first of them).
+    netns: Option<net::Netns>,
+    scratch: PathBuf,
 }
 
 impl Bench<'_> {
@@ -229,14 +242,80 @@ impl Bench<'_> {
     }
 
     fn run(&self, row: &workloads::Row, side: Side) -> Sample {
-        let cmd = self.command(side, row.cpus, row.disk, &[]);
         let opts = ConsoleOptions::new(&row.script, self.timeout)
             .watch(workloads::START)
             .watch(workloads::END);
+        if let Some(dir) = row.net {
+            return self.run_net(row, side, dir, &opts);
+        }
+        let cmd = self.command(side, row.cpus, row.disk_mib.is_some(), &[]);
         match guest_console::run_console(cmd, &opts) {
             Ok(r) => sample_of(row, &r),
             Err(e) => Sample::failed(format!("cannot start: {e}")),
         }
+    }
+
+    /// A network row: the VM runs in the namespace with passt, the peer serves one transfer,
+    /// and the run counts only if the peer moved every byte.
+    fn run_net(
+        &self,
+        row: &workloads::Row,
+        side: Side,
+        dir: workloads::NetDir,
+        opts: &ConsoleOptions,
+    ) -> Sample {
+        let Some(ns) = &self.netns else {
+            return Sample::failed("no network namespace".into());
+        };
+        let want = row.bytes.unwrap_or(0);
+        let peer = match net::Peer::start(ns, dir, want, self.timeout) {
+            Ok(p) => p,
+            Err(e) => return Sample::failed(format!("peer: {e}")),
+        };
+        let (cmd, passt) = match side {
+            Side::Duvisor => (
+                self.command(side, row.cpus, false, &["--net", "passt"]),
+                None,
+            ),
+            Side::Qemu => match net::QemuPasst::start(ns, &self.scratch) {
+                Ok(p) => {
+                    let args = p.qemu_args();
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    (self.command(side, row.cpus, false, &args), Some(p))
+                }
+                Err(e) => {
+                    let _ = peer.finish();
+                    return Sample::failed(format!("starting passt for QEMU: {e}"));
+                }
+            },
+        };
+        let r = guest_console::run_console(ns.wrap(&cmd), opts);
+        drop(passt);
+        let report = peer.finish();
+        let mut s = match r {
+            Ok(r) => sample_of(row, &r),
+            Err(e) => Sample::failed(format!("cannot start: {e}")),
+        };
+        let problem = match report {
+            Ok(p) => {
+                s.values.push((
+                    "PEER".into(),
+                    format!(
+                        "{} bytes in {:.3} s ({:.1} MiB/s, host side)",
+                        p.bytes,
+                        p.secs,
+                        p.bytes as f64 / (1u64 << 20) as f64 / p.secs.max(1e-9)
+                    ),
+                ));
+                (p.bytes != want).then(|| format!("the peer moved {} bytes, not {want}", p.bytes))
+            }
+            Err(e) => Some(format!("peer: {e}")),
+        };
+        if let (Some(p), None) = (problem, &s.error) {
+            s.error = Some(p);
+            s.secs = None;
+        }
+        s
     }
 }
 
@@ -263,7 +342,12 @@ fn sample_of(row: &workloads::Row, r: &ConsoleRun) -> Sample {
         },
     };
     let mut values: Vec<(String, String)> = Vec::new();
-    for tag in row.check_tags.iter().copied().chain(["FORKS", "BLK"]) {
+    for tag in row
+        .check_tags
+        .iter()
+        .copied()
+        .chain(["FORKS", "BLK", "DD", "NET"])
+    {
         if let Some(v) = r.value(tag) {
             values.push((tag.to_string(), v));
         }
@@ -312,6 +396,9 @@ fn real_main() -> Result<()> {
     let guest = guest_fetch::fetch_guest(&guest_fetch::default_cache_dir(), true)
         .context("fetching the Debian riscv64 guest")?;
     let disk_syntax = disk_syntax(&bin);
+    let net_skip = net::unavailable().or_else(|| {
+        (!has_net_passt(&bin)).then(|| "n/a (this duvisor has no --net passt)".to_string())
+    });
 
     let (full_commit, short_commit, dirty) = host::git_commit(&root);
     let unix = host::unix_now();
@@ -334,13 +421,15 @@ fn real_main() -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         disk: None,
         disk_syntax,
+        netns: None,
+        scratch: scratch.clone(),
     };
 
     let mut results = Vec::new();
     for id in &row_ids {
         let row = workloads::row(*id, &sizes);
         let mut res = RowResult::new(row.clone());
-        if row.disk {
+        if let Some(mib) = row.disk_mib {
             if disk_syntax.is_none() {
                 res.skipped = Some("n/a (no virtio-blk yet)".into());
                 eprintln!("[{id}] skipped: duvisor run --help lists no --disk");
@@ -348,8 +437,28 @@ fn real_main() -> Result<()> {
                 continue;
             }
             let img = scratch.join("disk.img");
-            make_disk_image(&img, sizes.disk_mib)?;
+            make_disk_image(&img, mib)?;
             bench.disk = Some(img);
+        }
+        if row.net.is_some() {
+            let why = net_skip.clone().or_else(|| {
+                if bench.netns.is_some() {
+                    return None;
+                }
+                match net::Netns::create() {
+                    Ok(ns) => {
+                        bench.netns = Some(ns);
+                        None
+                    }
+                    Err(e) => Some(format!("n/a (network namespace: {e})")),
+                }
+            });
+            if let Some(why) = why {
+                eprintln!("[{id}] skipped: {why}");
+                res.skipped = Some(why);
+                results.push(res);
+                continue;
+            }
         }
         for i in 0..runs {
             for side in [Side::Duvisor, Side::Qemu] {
@@ -377,6 +486,7 @@ fn real_main() -> Result<()> {
             .find("--- duvisor statistics ---")
             .map(|i| r.stderr[i..].trim_end().to_string())
     };
+    drop(bench.netns.take());
     let _ = fs::remove_dir_all(&scratch);
 
     let meta = Meta {

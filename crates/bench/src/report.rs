@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::json::Json;
-use crate::stats::{format_ratio, format_secs, median, ratio};
+use crate::stats::{format_rate, format_ratio, format_secs, median, ratio};
 use crate::svg::{self, ChartRow};
 use crate::workloads::{Row, Timing};
 
@@ -182,10 +182,17 @@ impl RowResult {
         if let Some(s) = &self.skipped {
             return s.clone();
         }
-        match self.median(side) {
-            Some(m) => format_secs(m),
-            None => "failed".into(),
+        match (self.median(side), self.row.bytes) {
+            (Some(m), Some(b)) if m > 0.0 => format!("{} ({})", format_secs(m), format_rate(b, m)),
+            (Some(m), _) => format_secs(m),
+            (None, _) => "failed".into(),
         }
+    }
+
+    /// Median throughput of `side`, MiB/s, for rows that move a known amount of data.
+    pub fn median_mib_per_s(&self, side: Side) -> Option<f64> {
+        let b = self.row.bytes? as f64 / (1u64 << 20) as f64;
+        self.median(side).filter(|&m| m > 0.0).map(|m| b / m)
     }
 }
 
@@ -290,6 +297,7 @@ pub fn to_json(m: &Meta, rows: &[RowResult]) -> Json {
     let side = |r: &RowResult, s: Side| {
         Json::obj([
             ("median_seconds", Json::opt_num(r.median(s))),
+            ("median_mib_per_s", Json::opt_num(r.median_mib_per_s(s))),
             (
                 "median_peak_rss_kib",
                 Json::opt_num(r.median_rss_kib(s).map(|k| k as f64)),
@@ -315,6 +323,7 @@ pub fn to_json(m: &Meta, rows: &[RowResult]) -> Json {
                     }),
                 ),
                 ("skipped", Json::opt_str(r.skipped.as_deref())),
+                ("bytes", Json::opt_num(r.row.bytes.map(|b| b as f64))),
                 ("script", Json::str(&r.row.script)),
                 ("duvisor", side(r, Side::Duvisor)),
                 ("qemu", side(r, Side::Qemu)),
@@ -503,6 +512,22 @@ mod tests {
             t.contains("n/a (no virtio-blk yet) | n/a (no virtio-blk yet) | n/a |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn throughput_rows_show_mib_per_s() {
+        let mut r = RowResult::new(row(RowId::TcpUp, &Sizes::full()));
+        r.push(Side::Duvisor, sample(4.0));
+        r.push(Side::Qemu, sample(2.0));
+        assert_eq!(r.median_mib_per_s(Side::Duvisor), Some(16.0));
+        assert_eq!(r.median_mib_per_s(Side::Qemu), Some(32.0));
+        let t = table(&[r]);
+        assert!(
+            t.contains("| 4.00 s (16.0 MiB/s) | 2.00 s (32.0 MiB/s) | 2.00× |"),
+            "{t}"
+        );
+        let cpu = RowResult::new(row(RowId::Cpu, &Sizes::full()));
+        assert_eq!(cpu.median_mib_per_s(Side::Duvisor), None);
     }
 
     #[test]

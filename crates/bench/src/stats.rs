@@ -32,6 +32,16 @@ pub fn format_ratio(r: f64) -> String {
     }
 }
 
+/// `bytes` moved in `secs` as MiB/s.
+pub fn format_rate(bytes: u64, secs: f64) -> String {
+    let r = bytes as f64 / (1u64 << 20) as f64 / secs;
+    if r >= 100.0 {
+        format!("{r:.0} MiB/s")
+    } else {
+        format!("{r:.1} MiB/s")
+    }
+}
+
 /// Seconds with a precision that suits their size.
 pub fn format_secs(s: f64) -> String {
     if s >= 100.0 {
@@ -67,5 +77,7 @@ mod tests {
         assert_eq!(format_secs(2.5), "2.50 s");
         assert_eq!(format_secs(31.26), "31.3 s");
         assert_eq!(format_secs(314.6), "315 s");
+        assert_eq!(format_rate(64 << 20, 2.0), "32.0 MiB/s");
+        assert_eq!(format_rate(128 << 20, 0.5), "256 MiB/s");
     }
 }

@@ -5,6 +5,10 @@
 //! speeds under emulation, so the guest's own uptime is no measure). Boot rows type only
 //! `poweroff -f` and time the whole process, spawn to exit. Commands are written so their
 //! echo never holds a tag literally (`"BS""TART=1"`).
+//!
+//! I/O rows move a known amount of data, so their time also gives a throughput. The network
+//! rows talk to a peer of the harness through passt on both sides (see `net.rs`): the guest
+//! is 10.0.2.15/24, and the gateway 10.0.2.2 is passt, which maps it to the host's loopback.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,15 +21,23 @@ pub enum RowId {
     Fork,
     Smp,
     Blk,
+    BlkRead,
+    BlkWrite,
+    TcpUp,
+    TcpDown,
 }
 
-pub const ALL_ROWS: [RowId; 6] = [
+pub const ALL_ROWS: [RowId; 10] = [
     RowId::Boot1,
     RowId::Boot4,
     RowId::Cpu,
     RowId::Fork,
     RowId::Smp,
     RowId::Blk,
+    RowId::BlkRead,
+    RowId::BlkWrite,
+    RowId::TcpUp,
+    RowId::TcpDown,
 ];
 
 impl RowId {
@@ -37,6 +49,10 @@ impl RowId {
             RowId::Fork => "fork",
             RowId::Smp => "smp",
             RowId::Blk => "blk",
+            RowId::BlkRead => "blkrd",
+            RowId::BlkWrite => "blkwr",
+            RowId::TcpUp => "tcpup",
+            RowId::TcpDown => "tcpdown",
         }
     }
 }
@@ -74,6 +90,23 @@ pub enum Timing {
 pub const START: &str = "BSTART=";
 pub const END: &str = "BEND=";
 
+/// TCP port of the harness's peer on the host's loopback (in the benchmark's own network
+/// namespace, so it cannot clash with anything).
+pub const NET_PORT: u16 = 5201;
+
+/// Brings the guest's eth0 up with the address passt copies from the host for it.
+const NET_UP: &str =
+    "ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2\n";
+
+/// Which way a network row moves its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetDir {
+    /// Guest to host: the peer counts what arrives.
+    Up,
+    /// Host to guest: the peer sends a fixed amount and closes.
+    Down,
+}
+
 /// Workload sizes (`--quick` shrinks them about tenfold).
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
@@ -89,6 +122,10 @@ pub struct Sizes {
     pub stat_reads: u32,
     /// Size of the disk image read by the virtio-blk row, MiB.
     pub disk_mib: u32,
+    /// Data read and written with O_DIRECT by the virtio-blk throughput rows, MiB.
+    pub direct_mib: u32,
+    /// Data moved by each virtio-net row, MiB.
+    pub net_mib: u32,
 }
 
 impl Sizes {
@@ -100,6 +137,8 @@ impl Sizes {
             forks: 300,
             stat_reads: 100,
             disk_mib: 64,
+            direct_mib: 128,
+            net_mib: 64,
         }
     }
 
@@ -111,6 +150,8 @@ impl Sizes {
             forks: 30,
             stat_reads: 10,
             disk_mib: 8,
+            direct_mib: 16,
+            net_mib: 8,
         }
     }
 }
@@ -126,77 +167,80 @@ pub struct Row {
     pub script: String,
     /// Tags whose values the guest prints, compared between duvisor and QEMU.
     pub check_tags: Vec<&'static str>,
-    /// Needs a disk image attached.
-    pub disk: bool,
+    /// Needs a disk image of this many MiB attached.
+    pub disk_mib: Option<u32>,
+    /// Needs a network device and the harness's peer.
+    pub net: Option<NetDir>,
+    /// Bytes the timed part moves (for a throughput next to the time).
+    pub bytes: Option<u64>,
 }
 
 pub fn row(id: RowId, z: &Sizes) -> Row {
-    let (label, cpus, timing, body, check_tags, disk): (String, u32, Timing, String, Vec<_>, bool) =
-        match id {
-            RowId::Boot1 => (
-                "boot to shell + poweroff, 1 vCPU".into(),
-                1,
-                Timing::Process,
-                String::new(),
-                vec![],
-                false,
+    let mib = |n: u32| Some(u64::from(n) << 20);
+    let (mut disk_mib, mut net, mut bytes) = (None, None, None);
+    let (label, cpus, timing, body, check_tags): (String, u32, Timing, String, Vec<_>) = match id
+    {
+        RowId::Boot1 => (
+            "boot to shell + poweroff, 1 vCPU".into(),
+            1,
+            Timing::Process,
+            String::new(),
+            vec![],
+        ),
+        RowId::Boot4 => (
+            "boot to shell + poweroff, 4 vCPUs".into(),
+            4,
+            Timing::Process,
+            String::new(),
+            vec![],
+        ),
+        RowId::Cpu => (
+            format!("CPU: shell loop ×{}, sha256sum + gzip -9 of seq 1 {}", z.arith, z.seq),
+            1,
+            Timing::Markers,
+            format!(
+                "seq 1 {seq} > /tmp/d; sync\n\
+                 echo \"BS\"\"TART=1\"; i=0; s=0; while [ $i -lt {arith} ]; do s=$((s + i * i % 7)); i=$((i + 1)); done; \
+                 h=$(sha256sum < /tmp/d | cut -c1-16); z=$(gzip -9 < /tmp/d | wc -c); echo \"BE\"\"ND=1\"\n\
+                 echo \"AR\"\"ITH=$s\"; echo \"SH\"\"A=$h\"; echo \"GZ\"\"=$z\"\n",
+                seq = z.seq,
+                arith = z.arith
             ),
-            RowId::Boot4 => (
-                "boot to shell + poweroff, 4 vCPUs".into(),
-                4,
-                Timing::Process,
-                String::new(),
-                vec![],
-                false,
+            vec!["ARITH", "SHA", "GZ"],
+        ),
+        RowId::Fork => (
+            format!(
+                "fork/exec + syscalls: {}× /bin/true, {}× cat + read /proc/self/stat",
+                z.forks, z.stat_reads
             ),
-            RowId::Cpu => (
-                format!("CPU: shell loop ×{}, sha256sum + gzip -9 of seq 1 {}", z.arith, z.seq),
-                1,
-                Timing::Markers,
-                format!(
-                    "seq 1 {seq} > /tmp/d; sync\n\
-                     echo \"BS\"\"TART=1\"; i=0; s=0; while [ $i -lt {arith} ]; do s=$((s + i * i % 7)); i=$((i + 1)); done; \
-                     h=$(sha256sum < /tmp/d | cut -c1-16); z=$(gzip -9 < /tmp/d | wc -c); echo \"BE\"\"ND=1\"\n\
-                     echo \"AR\"\"ITH=$s\"; echo \"SH\"\"A=$h\"; echo \"GZ\"\"=$z\"\n",
-                    seq = z.seq,
-                    arith = z.arith
-                ),
-                vec!["ARITH", "SHA", "GZ"],
-                false,
+            1,
+            Timing::Markers,
+            format!(
+                "echo \"BS\"\"TART=1\"; p0=$(sed -n 's/^processes //p' /proc/stat); \
+                 i=0; while [ $i -lt {forks} ]; do /bin/true; i=$((i + 1)); done; \
+                 j=0; while [ $j -lt {reads} ]; do cat /proc/self/stat > /dev/null; read -r l < /proc/self/stat; j=$((j + 1)); done; \
+                 p1=$(sed -n 's/^processes //p' /proc/stat); echo \"BE\"\"ND=1\"\n\
+                 echo \"FO\"\"RKS=$((p1 - p0))\"\n",
+                forks = z.forks,
+                reads = z.stat_reads
             ),
-            RowId::Fork => (
-                format!(
-                    "fork/exec + syscalls: {}× /bin/true, {}× cat + read /proc/self/stat",
-                    z.forks, z.stat_reads
-                ),
-                1,
-                Timing::Markers,
-                format!(
-                    "echo \"BS\"\"TART=1\"; p0=$(sed -n 's/^processes //p' /proc/stat); \
-                     i=0; while [ $i -lt {forks} ]; do /bin/true; i=$((i + 1)); done; \
-                     j=0; while [ $j -lt {reads} ]; do cat /proc/self/stat > /dev/null; read -r l < /proc/self/stat; j=$((j + 1)); done; \
-                     p1=$(sed -n 's/^processes //p' /proc/stat); echo \"BE\"\"ND=1\"\n\
-                     echo \"FO\"\"RKS=$((p1 - p0))\"\n",
-                    forks = z.forks,
-                    reads = z.stat_reads
-                ),
-                vec![],
-                false,
+            vec![],
+        ),
+        RowId::Smp => (
+            format!("4 parallel sha256sum + gzip -9 jobs (seq 1 {}), 4 vCPUs", z.smp_seq),
+            4,
+            Timing::Markers,
+            format!(
+                "seq 1 {seq} > /tmp/d; sync\n\
+                 echo \"BS\"\"TART=1\"; for k in 1 2 3 4; do (sha256sum < /tmp/d > /tmp/h$k; gzip -9 < /tmp/d | wc -c > /tmp/z$k) & done; wait; echo \"BE\"\"ND=1\"\n\
+                 echo \"SM\"\"P=$(cat /tmp/h1 /tmp/h2 /tmp/h3 /tmp/h4 | sort -u | wc -l) $(cat /tmp/z1 /tmp/z2 /tmp/z3 /tmp/z4 | sort -u | wc -l) $(cut -c1-16 /tmp/h1)\"\n",
+                seq = z.smp_seq
             ),
-            RowId::Smp => (
-                format!("4 parallel sha256sum + gzip -9 jobs (seq 1 {}), 4 vCPUs", z.smp_seq),
-                4,
-                Timing::Markers,
-                format!(
-                    "seq 1 {seq} > /tmp/d; sync\n\
-                     echo \"BS\"\"TART=1\"; for k in 1 2 3 4; do (sha256sum < /tmp/d > /tmp/h$k; gzip -9 < /tmp/d | wc -c > /tmp/z$k) & done; wait; echo \"BE\"\"ND=1\"\n\
-                     echo \"SM\"\"P=$(cat /tmp/h1 /tmp/h2 /tmp/h3 /tmp/h4 | sort -u | wc -l) $(cat /tmp/z1 /tmp/z2 /tmp/z3 /tmp/z4 | sort -u | wc -l) $(cut -c1-16 /tmp/h1)\"\n",
-                    seq = z.smp_seq
-                ),
-                vec!["SMP"],
-                false,
-            ),
-            RowId::Blk => (
+            vec!["SMP"],
+        ),
+        RowId::Blk => {
+            disk_mib = Some(z.disk_mib);
+            (
                 format!("virtio-blk sequential read, {} MiB, dd bs=1M", z.disk_mib),
                 1,
                 Timing::Markers,
@@ -205,9 +249,77 @@ pub fn row(id: RowId, z: &Sizes) -> Row {
                  echo \"BL\"\"K=$(cat /sys/block/vda/size 2>&1) $(tail -n 1 /tmp/dd)\"\n"
                     .to_string(),
                 vec![],
-                true,
-            ),
-        };
+            )
+        }
+        RowId::BlkRead => {
+            disk_mib = Some(z.direct_mib);
+            bytes = mib(z.direct_mib);
+            (
+                format!(
+                    "virtio-blk sequential read, {} MiB, dd bs=1M iflag=direct",
+                    z.direct_mib
+                ),
+                1,
+                Timing::Markers,
+                format!(
+                    "echo \"BS\"\"TART=1\"; dd if=/dev/vda of=/dev/null bs=1M count={n} iflag=direct 2> /tmp/dd; echo \"BE\"\"ND=1\"\n\
+                     echo \"D\"\"D=$(tail -n 1 /tmp/dd)\"\n",
+                    n = z.direct_mib
+                ),
+                vec![],
+            )
+        }
+        RowId::BlkWrite => {
+            disk_mib = Some(z.direct_mib);
+            bytes = mib(z.direct_mib);
+            (
+                format!(
+                    "virtio-blk sequential write, {} MiB, dd bs=1M oflag=direct conv=fsync",
+                    z.direct_mib
+                ),
+                1,
+                Timing::Markers,
+                format!(
+                    "echo \"BS\"\"TART=1\"; dd if=/dev/zero of=/dev/vda bs=1M count={n} oflag=direct conv=fsync 2> /tmp/dd; echo \"BE\"\"ND=1\"\n\
+                     echo \"D\"\"D=$(tail -n 1 /tmp/dd)\"\n",
+                    n = z.direct_mib
+                ),
+                vec![],
+            )
+        }
+        RowId::TcpUp => {
+            net = Some(NetDir::Up);
+            bytes = mib(z.net_mib);
+            (
+                format!("virtio-net TCP guest→host, {} MiB through nc (passt)", z.net_mib),
+                1,
+                Timing::Markers,
+                format!(
+                    "{NET_UP}dd if=/dev/zero of=/tmp/x bs=1M count={n} 2> /dev/null\n\
+                     echo \"BS\"\"TART=1\"; nc 10.0.2.2 {NET_PORT} < /tmp/x; r=$?; echo \"BE\"\"ND=1\"; echo \"N\"\"ET=$r\"\n",
+                    n = z.net_mib
+                ),
+                vec!["NET"],
+            )
+        }
+        RowId::TcpDown => {
+            net = Some(NetDir::Down);
+            bytes = mib(z.net_mib);
+            (
+                format!("virtio-net TCP host→guest, {} MiB through nc (passt)", z.net_mib),
+                1,
+                Timing::Markers,
+                // nc's input stays open (a FIFO nobody writes to): busybox nc half-closes the
+                // connection at the end of its input, and bookworm's passt stops forwarding
+                // to a guest that half-closed.
+                format!(
+                    "{NET_UP}mkfifo /tmp/hold; sleep 3600 > /tmp/hold &\n\
+                     echo \"BS\"\"TART=1\"; nc 10.0.2.2 {NET_PORT} < /tmp/hold > /dev/null; r=$?; echo \"BE\"\"ND=1\"; echo \"N\"\"ET=$r\"; kill $!\n"
+                ),
+                vec!["NET"],
+            )
+        }
+    };
     Row {
         id,
         label,
@@ -215,7 +327,9 @@ pub fn row(id: RowId, z: &Sizes) -> Row {
         timing,
         script: format!("{body}poweroff -f\n"),
         check_tags,
-        disk,
+        disk_mib,
+        net,
+        bytes,
     }
 }
 
@@ -246,6 +360,28 @@ mod tests {
         );
         assert!(parse_rows("boot1,nope").is_err());
         assert!(parse_rows("").is_err());
+    }
+
+    #[test]
+    fn io_rows_say_what_they_need() {
+        let z = Sizes::full();
+        for id in [RowId::BlkRead, RowId::BlkWrite] {
+            let r = row(id, &z);
+            assert_eq!(r.disk_mib, Some(z.direct_mib));
+            assert_eq!(r.bytes, Some(u64::from(z.direct_mib) << 20));
+            assert!(r.script.contains("direct") && r.net.is_none());
+        }
+        assert!(row(RowId::BlkWrite, &z).script.contains("conv=fsync"));
+        assert_eq!(row(RowId::TcpUp, &z).net, Some(NetDir::Up));
+        assert_eq!(row(RowId::TcpDown, &z).net, Some(NetDir::Down));
+        for id in [RowId::TcpUp, RowId::TcpDown] {
+            let r = row(id, &z);
+            assert_eq!(r.bytes, Some(u64::from(z.net_mib) << 20));
+            assert!(r.script.contains(&format!("nc 10.0.2.2 {NET_PORT}")));
+            assert!(r.disk_mib.is_none());
+        }
+        assert_eq!(row(RowId::Blk, &z).disk_mib, Some(z.disk_mib));
+        assert!(row(RowId::Cpu, &z).bytes.is_none());
     }
 
     #[test]

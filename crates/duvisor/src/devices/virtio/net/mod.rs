@@ -1,6 +1,13 @@
 //! virtio-net (virtio 1.x §5.1): the `--net` option. The device and its back ends (TAP,
 //! passt) live in this directory.
+//!
+//! One receive and one transmit queue, no offloads, no mergeable receive buffers. The I/O
+//! thread moves frames between the queues and the back end; a back end that cannot take a
+//! frame right now holds the transmit queue (the guest sees back-pressure, nothing is lost),
+//! and a back end that fails for good (passt exited, the stream went out of step) is logged
+//! once and the link goes down: frames from the guest are then dropped, as on a cut wire.
 
+pub mod passt;
 pub mod tap;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,23 +17,39 @@ use std::thread::JoinHandle;
 use virtio_queue::{Queue, QueueT};
 
 use super::chain::{self, Buffers};
-use super::{wait_readable, Activation, GuestMem, Interrupt, VirtioDevice, ID_NET, INT_VRING};
+use super::{Activation, GuestMem, Interrupt, VirtioDevice, ID_NET, INT_VRING};
 
 /// Feature: the device has a MAC address in its configuration space.
 pub const F_MAC: u64 = 1 << 5;
 /// The virtio-net header in front of every frame (VERSION_1 layout, no offloads used).
 pub const HDR_LEN: usize = 12;
-/// Largest frame accepted from the guest (Ethernet with VLAN tag, no TSO offered).
-const MAX_FRAME: usize = 65_536;
+/// Largest frame taken from the guest or a back end (no TSO offered, so real frames are far
+/// smaller; this bounds what a misbehaving peer can make us buffer).
+pub const MAX_FRAME: usize = 65_536;
+/// An Ethernet header: anything shorter from the guest is not a frame and is dropped.
+const ETH_HLEN: usize = 14;
 const QUEUE_SIZE: u16 = 256;
 
 /// Where the device sends and receives Ethernet frames.
 pub trait Backend: Send + 'static {
-    /// Readable when a frame is waiting.
+    /// Readable when a frame is waiting; writable when queued frames can move on.
     fn fd(&self) -> RawFd;
+    /// Send one frame: `Ok` when it was sent, queued, or dropped as a wire may drop it; an
+    /// error only when the back end has failed for good.
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()>;
-    /// One frame into `buf`, or `None` if none is waiting.
+    /// One frame into `buf` (`MAX_FRAME` bytes), or `None` if none is waiting. `None` only
+    /// once `fd` has nothing more, so waiting for it to become readable is right. An error
+    /// means the back end has failed for good.
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>>;
+    /// Frames accepted by `send` are still waiting to go out: the device takes no more from
+    /// the guest until `fd` is writable and [`Backend::flush`] has sent them.
+    fn send_blocked(&self) -> bool {
+        false
+    }
+    /// Write out what `send` had to queue (see [`Backend::send_blocked`]).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Open the back end of `--net` device number `index` and build its device.
@@ -34,7 +57,7 @@ pub fn open(spec: &NetSpec, index: usize) -> anyhow::Result<Arc<dyn VirtioDevice
     let mac = spec.mac.unwrap_or_else(|| default_mac(index));
     let backend: Box<dyn Backend> = match &spec.backend {
         NetBackend::Tap(name) => Box::new(tap::Tap::open(name)?),
-        NetBackend::Passt => anyhow::bail!("--net passt is not implemented yet (use tap=NAME)"),
+        NetBackend::Passt => Box::new(passt::Passt::open()?),
     };
     Ok(Arc::new(Net {
         mac,
@@ -83,6 +106,14 @@ impl VirtioDevice for Net {
     }
 }
 
+/// The back end failed for good: say so once; the device stops using it.
+fn link_down(link: &mut bool, e: &std::io::Error) {
+    if *link {
+        tracing::error!("virtio-net: network back end failed, the link is down: {e}");
+        *link = false;
+    }
+}
+
 fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
     let Activation {
         mem,
@@ -95,11 +126,18 @@ fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
     let mut frame = vec![0u8; MAX_FRAME];
     let mut pending: Option<usize> = None;
     let (mut rx_ok, mut tx_ok) = (queues[0].ready(), queues[1].ready());
+    // The back end works; once it fails it is left alone until the device is reset.
+    let mut link = true;
     loop {
-        if tx_ok {
-            tx_ok = transmit(&mut queues[1], &mem, &irq, backend.as_mut());
+        if link && backend.send_blocked() {
+            if let Err(e) = backend.flush() {
+                link_down(&mut link, &e);
+            }
         }
-        if rx_ok {
+        if tx_ok {
+            tx_ok = transmit(&mut queues[1], &mem, &irq, backend.as_mut(), &mut link);
+        }
+        if rx_ok && link {
             rx_ok = receive(
                 &mut queues[0],
                 &mem,
@@ -107,46 +145,141 @@ fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
                 backend.as_mut(),
                 &mut frame,
                 &mut pending,
+                &mut link,
             );
         }
-        let mut fds = vec![stop.as_raw_fd(), kicks[0].as_raw_fd(), kicks[1].as_raw_fd()];
-        // While a frame waits for receive buffers, only a kick can make progress.
-        if pending.is_none() && rx_ok {
-            fds.push(backend.fd());
+        let mut fds = vec![
+            pollfd(stop.as_raw_fd(), libc::POLLIN),
+            pollfd(kicks[0].as_raw_fd(), libc::POLLIN),
+            pollfd(kicks[1].as_raw_fd(), libc::POLLIN),
+        ];
+        if link {
+            let mut events = 0;
+            // While a frame waits for receive buffers, only a kick can make progress.
+            if pending.is_none() && rx_ok {
+                events |= libc::POLLIN;
+            }
+            if tx_ok && backend.send_blocked() {
+                events |= libc::POLLOUT;
+            }
+            if events != 0 {
+                fds.push(pollfd(backend.fd(), events));
+            }
         }
-        let Ok(ready) = wait_readable(&fds) else {
-            return backend;
-        };
-        if ready[0] {
+        if poll(&mut fds).is_err() || fds[0].revents != 0 {
             return backend;
         }
-        if ready[1] {
+        if fds[1].revents != 0 {
             let _ = kicks[0].read();
         }
-        if ready[2] {
+        if fds[2].revents != 0 {
             let _ = kicks[1].read();
         }
     }
 }
 
-/// Send every frame the guest queued. False when the queue broke.
-fn transmit(q: &mut Queue, mem: &GuestMem, irq: &Interrupt, backend: &mut dyn Backend) -> bool {
-    super::serve_queue(q, mem, irq, |b: Buffers| {
-        if let Err(e) = chain::check(mem, &b.readable) {
-            return super::broken(e);
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Wait until one of `fds` is ready (their `revents` say which). Retries on EINTR.
+fn poll(fds: &mut [libc::pollfd]) -> std::io::Result<()> {
+    loop {
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs owned by the caller.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            return Ok(());
         }
-        let len = chain::total(&b.readable) as usize;
-        if !(HDR_LEN..=HDR_LEN + MAX_FRAME).contains(&len) {
-            // Too short for a header, or larger than any frame: dropped.
-            return super::Handled::Used(0);
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
-        let mut buf = vec![0u8; len];
-        if let Err(e) = chain::read_bytes(mem, &b.readable, &mut buf) {
-            return super::broken(e);
+    }
+}
+
+/// Send the frames the guest queued, while the back end takes them (a link that is down
+/// drops them). False when the queue broke.
+fn transmit(
+    q: &mut Queue,
+    mem: &GuestMem,
+    irq: &Interrupt,
+    backend: &mut dyn Backend,
+    link: &mut bool,
+) -> bool {
+    let m: &vm_memory::GuestMemoryMmap = mem;
+    let mut used_any = false;
+    let ok = loop {
+        if q.disable_notification(m).is_err() {
+            break false;
         }
-        let _ = backend.send(&buf[HDR_LEN..]);
-        super::Handled::Used(0)
-    })
+        let mut broken = None;
+        while !(*link && backend.send_blocked()) {
+            let chain = match super::pop_chain(q, m) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            };
+            let head = chain.head_index();
+            if let Err(e) = transmit_one(chain, m, backend, link) {
+                broken = Some(e);
+                break;
+            }
+            if q.add_used(m, head, 0).is_err() {
+                broken = Some(format!("cannot complete chain {head}"));
+                break;
+            }
+            used_any = true;
+        }
+        if let Some(e) = broken {
+            irq.needs_reset(&e);
+            break false;
+        }
+        if *link && backend.send_blocked() {
+            // Resumed when the back end's descriptor is writable.
+            break true;
+        }
+        match q.enable_notification(m) {
+            Ok(true) => continue,
+            Ok(false) => break true,
+            Err(_) => break false,
+        }
+    };
+    if used_any && q.needs_notification(m).unwrap_or(true) {
+        irq.raise(INT_VRING);
+    }
+    ok
+}
+
+/// Hand one transmit chain's frame to the back end. An error means the chain is unusable.
+fn transmit_one(
+    chain: virtio_queue::DescriptorChain<&vm_memory::GuestMemoryMmap>,
+    m: &vm_memory::GuestMemoryMmap,
+    backend: &mut dyn Backend,
+    link: &mut bool,
+) -> Result<(), String> {
+    let b = Buffers::gather(chain).map_err(|e| e.to_string())?;
+    chain::check(m, &b.readable).map_err(|e| e.to_string())?;
+    let len = chain::total(&b.readable);
+    if !(HDR_LEN + ETH_HLEN..=HDR_LEN + MAX_FRAME).contains(&(len as usize)) {
+        // Too short for a header and a frame, or larger than any frame: dropped.
+        return Ok(());
+    }
+    if !*link {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; len as usize];
+    chain::read_bytes(m, &b.readable, &mut buf).map_err(|e| e.to_string())?;
+    if let Err(e) = backend.send(&buf[HDR_LEN..]) {
+        link_down(link, &e);
+    }
+    Ok(())
 }
 
 /// Move frames from the back end into the guest's receive buffers. False when the queue broke.
@@ -157,23 +290,34 @@ fn receive(
     backend: &mut dyn Backend,
     frame: &mut [u8],
     pending: &mut Option<usize>,
+    link: &mut bool,
 ) -> bool {
     let m: &vm_memory::GuestMemoryMmap = mem;
     let mut used_any = false;
     let ok = loop {
         if pending.is_none() {
             match backend.recv(frame) {
-                Ok(Some(n)) => *pending = Some(n),
-                _ => break true,
+                Ok(Some(n)) => *pending = Some(n.min(frame.len())),
+                Ok(None) => break true,
+                Err(e) => {
+                    link_down(link, &e);
+                    break true;
+                }
             }
         }
         let n = pending.expect("frame");
-        let Some(chain) = q.pop_descriptor_chain(m) else {
+        let chain = match super::pop_chain(q, m) {
+            Ok(Some(chain)) => chain,
             // No buffer: ask for a kick, and re-check in case one raced in.
-            match q.enable_notification(m) {
+            Ok(None) => match q.enable_notification(m) {
                 Ok(true) => continue,
                 Ok(false) => break true,
                 Err(_) => break false,
+            },
+            // An available index too far ahead: a driver error, not "no buffer".
+            Err(e) => {
+                irq.needs_reset(&e);
+                break false;
             }
         };
         let head = chain.head_index();

@@ -66,6 +66,8 @@ impl Backend for Tap {
             // The interface is down or its queue is full: the frame is dropped, as on a wire.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(()),
+            // A frame the interface refuses (malformed): dropped, the link stays up.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
             Err(e) => Err(e),
         }
     }
