@@ -58,6 +58,15 @@ pub struct MachineArgs {
     /// many seconds: a locked-up guest kernel.
     #[arg(long, value_name = "SECS", value_parser = parse_watchdog)]
     pub watchdog: Option<std::time::Duration>,
+    /// Run every guest instruction in the interpreter: no compiling tier (for comparison and
+    /// debugging).
+    #[arg(long)]
+    pub no_jit: bool,
+    /// Compile a decoded block to host code once it has run this many times (1 compiles
+    /// every block on its first run).
+    #[arg(long, value_name = "RUNS", default_value_t = dvext::JIT_DEFAULT_THRESHOLD,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub jit_threshold: u32,
     /// Debugging only: do not confine the running VM to its seccomp allow-list.
     #[arg(long)]
     pub no_sandbox: bool,

@@ -65,6 +65,7 @@ fn config(
         nets: m.nets.clone(),
         rng: m.rng,
         watchdog: m.watchdog,
+        jit_threshold: (!m.no_jit).then_some(m.jit_threshold),
     }
 }
 

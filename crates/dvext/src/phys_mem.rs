@@ -260,6 +260,17 @@ impl PhysMemory {
         self.code_gen[(hpa >> PAGE_SHIFT) as usize].load(Ordering::Acquire)
     }
 
+    /// The per-page "holds decoded code" flags (one byte each), for compiled stores.
+    pub(crate) fn code_flags_ptr(&self) -> *const u8 {
+        // AtomicBool has the size and bit validity of u8.
+        self.code.as_ptr().cast()
+    }
+
+    /// Host address of host-physical address 0.
+    pub(crate) fn base_addr(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
     /// Whether the page holding host address `host` (inside the arena) has decoded code.
     #[inline(always)]
     pub(crate) fn is_code_host(&self, host: usize) -> bool {

@@ -61,6 +61,7 @@ pub(super) fn small_vm(cpus: u32) -> (Arc<VmShared>, Vec<Hart>) {
         nets: Vec::new(),
         rng: false,
         watchdog: None,
+        jit_threshold: None,
     };
     Vm::build(&cfg, || Box::new(std::io::sink()))
         .expect("building the fuzzing VM")

@@ -59,6 +59,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// End the VM when a vCPU stays locked up (interrupts off, one pending) this long.
     pub watchdog: Option<Duration>,
+    /// Compile blocks run this many times to host code; None: interpret everything.
+    pub jit_threshold: Option<u32>,
 }
 
 /// State shared by the vthreads and I/O threads of one VM.
@@ -125,6 +127,11 @@ impl VmShared {
         r.blocks_built += s.blocks_built;
         r.block_flushes += s.block_flushes;
         r.fence_i += s.fence_i;
+        r.jit.compiled += s.jit.compiled;
+        r.jit.code_bytes += s.jit.code_bytes;
+        r.jit.compile_ns += s.jit.compile_ns;
+        r.jit.resets += s.jit.resets;
+        r.jit.failed += s.jit.failed;
     }
 }
 
@@ -167,6 +174,17 @@ impl VmReport {
             "decoded blocks       {} built, {} fence.i, {} cache flushes",
             h.blocks_built, h.fence_i, h.block_flushes
         )?;
+        if h.jit.compiled + h.jit.failed > 0 {
+            writeln!(
+                out,
+                "compiled blocks      {} ({} KiB of host code, {:.3} s compiling, {} code-space resets, {} refused)",
+                h.jit.compiled,
+                h.jit.code_bytes / 1024,
+                h.jit.compile_ns as f64 / 1e9,
+                h.jit.resets,
+                h.jit.failed
+            )?;
+        }
         writeln!(
             out,
             "VM exits             {} ({:.0}/s)",
@@ -330,6 +348,11 @@ impl Vm {
         for id in 0..cfg.cpus {
             let mut h = driver.register_vcpu(handle, id)?;
             vcpu::init_hart(&mut h, gstage.hugatp());
+            if let Some(t) = cfg.jit_threshold {
+                // Now, while executable mappings are still allowed (before the sandbox).
+                h.enable_jit(t)
+                    .map_err(|e| anyhow::anyhow!("vCPU {id}: compiling tier: {e}"))?;
+            }
             harts.push(h);
         }
         if cfg.map_all {

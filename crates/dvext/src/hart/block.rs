@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::inst::Inst;
+use super::jit::JitFn;
 use crate::phys_mem::PhysMemory;
 
 pub(crate) const MAX_BLOCK_INSTS: usize = 64;
@@ -43,7 +44,14 @@ pub(crate) struct Block {
     /// fence.i epoch at which the block was last known to match memory.
     pub epoch: u32,
     pub insts: Box<[Inst]>,
+    /// Runs so far, counted until the block is compiled ([`NEVER_COMPILE`]: not compilable).
+    pub hits: u32,
+    /// The compiled form, once there is one.
+    pub jit: Option<JitFn>,
 }
+
+/// `Block::hits` of a block the compiling tier cannot or will not take.
+pub(crate) const NEVER_COMPILE: u32 = u32::MAX;
 
 #[derive(Clone, Copy)]
 struct JmpEntry {
@@ -103,6 +111,21 @@ impl BlockCache {
     #[inline(always)]
     pub fn get(&self, idx: u32) -> &Block {
         &self.blocks[idx as usize]
+    }
+
+    #[inline(always)]
+    pub fn get_mut(&mut self, idx: u32) -> &mut Block {
+        &mut self.blocks[idx as usize]
+    }
+
+    /// Drop every block's compiled code (the code space is being reused).
+    pub fn drop_compiled(&mut self) {
+        for b in self.blocks.iter_mut() {
+            b.jit = None;
+            if b.hits != NEVER_COMPILE {
+                b.hits = 0;
+            }
+        }
     }
 
     /// Insert (or replace, if `hpa` is already cached) a block; returns its index.

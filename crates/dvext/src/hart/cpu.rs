@@ -65,6 +65,8 @@ pub(crate) struct Cpu {
     pub clock_instret: u64,
     /// LR reservation: (address, size, value loaded), matched by SC by value.
     pub resv: Option<(u64, u64, u64)>,
+    /// A trap raised in a compiled block's slow path, handed to the run loop.
+    pub jit_trap: Option<super::trap::Trap>,
     pub tlb: Tlb,
 
     pub mem: Arc<PhysMemory>,
@@ -114,6 +116,7 @@ impl Cpu {
             instret: 0,
             clock_instret: 0,
             resv: None,
+            jit_trap: None,
             tlb: Tlb::new(),
             mem: platform.mem.clone(),
             pmc: platform.pmc.clone(),

@@ -75,7 +75,7 @@ impl Cpu {
     /// Route a trap raised by `inst` at `pc`.
     #[cold]
     #[inline(never)]
-    fn trap_flow(&mut self, mut trap: Trap, inst: &Inst, pc: u64) -> Flow {
+    pub(crate) fn trap_flow(&mut self, mut trap: Trap, inst: &Inst, pc: u64) -> Flow {
         if let Trap::Exc { cause, htinst, .. } = &mut trap {
             if matches!(
                 *cause,

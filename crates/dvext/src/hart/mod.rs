@@ -11,6 +11,7 @@ mod exec;
 pub mod fpu;
 mod guest_csr;
 pub mod inst;
+mod jit;
 mod memory;
 pub mod mmu;
 mod tlb;
@@ -20,11 +21,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use block::{Block, BlockCache, MAX_BLOCK_INSTS};
+use block::{Block, BlockCache, MAX_BLOCK_INSTS, NEVER_COMPILE};
 use cpu::{Cpu, CLOCK_INTERVAL, POLL_INTERVAL};
 use exec::Flow;
 use inst::Inst;
+use jit::{Compiled, Jit, JitEnv, JitFn, RET_TRAP};
 use mmu::Access;
+use tlb::{ACC_READ, ACC_WRITE};
 use trap::Trap;
 
 use crate::csr::{self, *};
@@ -34,6 +37,7 @@ use crate::phys_mem::PAGE_SIZE;
 use crate::platform::PlatformInner;
 use crate::pmc::Vmid;
 
+pub use jit::{JitStats, DEFAULT_THRESHOLD as JIT_DEFAULT_THRESHOLD};
 pub use trap::transformed_inst;
 
 /// An HU CSR access that names no CSR this hart implements.
@@ -61,11 +65,15 @@ pub struct HartStats {
     pub block_flushes: u64,
     /// fence.i executed (locally or by remote request).
     pub fence_i: u64,
+    /// The compiling tier's counters (all zero when it is off).
+    pub jit: JitStats,
 }
 
 pub struct Hart {
     cpu: Cpu,
     cache: BlockCache,
+    /// The compiling tier, when enabled.
+    jit: Option<Jit>,
     /// Thread registered for WFI wake-ups (re-registered only if huret moves threads).
     thread: Option<std::thread::ThreadId>,
 }
@@ -87,6 +95,7 @@ impl Hart {
         Hart {
             cpu: Cpu::new(platform, shared),
             cache: BlockCache::new(),
+            jit: None,
             thread: None,
         }
     }
@@ -106,7 +115,23 @@ impl Hart {
             blocks_built: self.cache.built,
             block_flushes: self.cache.flushes,
             fence_i: self.cache.fences,
+            jit: self.jit.as_ref().map(|j| j.stats).unwrap_or_default(),
         }
+    }
+
+    /// Turn on the compiling tier: blocks run `threshold` times become host code. It maps
+    /// its code space now (memory that is written through one mapping and executed through
+    /// another), so call it before the process forbids new executable mappings.
+    pub fn enable_jit(&mut self, threshold: u32) -> Result<(), String> {
+        if self.jit.is_none() {
+            self.jit = Some(Jit::new(threshold)?);
+        }
+        Ok(())
+    }
+
+    /// Whether the compiling tier is on.
+    pub fn jit_enabled(&self) -> bool {
+        self.jit.is_some()
     }
 
     // ---------------------------------------------------------------- guest registers
@@ -419,10 +444,13 @@ impl Hart {
                 }
             };
             let flow = match idx {
-                BlockRef::Cached(i) => {
-                    let insts: &[Inst] = &self.cache.get(i).insts;
-                    self.cpu.exec_block(insts, pc)
-                }
+                BlockRef::Cached(i) => match self.compiled(i) {
+                    Some(f) => self.run_compiled(f, i, pc),
+                    None => {
+                        let insts: &[Inst] = &self.cache.get(i).insts;
+                        self.cpu.exec_block(insts, pc)
+                    }
+                },
                 BlockRef::Single(inst) => self.cpu.exec_block(&[inst], pc),
             };
             match flow {
@@ -432,6 +460,83 @@ impl Hart {
                 Flow::Wfi => self.wait_for_interrupt(),
             }
         }
+    }
+
+    /// Block `i`'s compiled code, compiling it if it has become hot.
+    #[inline(always)]
+    fn compiled(&mut self, i: u32) -> Option<JitFn> {
+        let jit = self.jit.as_mut()?;
+        let b = self.cache.get_mut(i);
+        if b.jit.is_some() {
+            return b.jit;
+        }
+        if b.hits == NEVER_COMPILE {
+            return None;
+        }
+        b.hits += 1;
+        if b.hits < jit.threshold {
+            return None;
+        }
+        self.compile(i)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn compile(&mut self, i: u32) -> Option<JitFn> {
+        let jit = self.jit.as_mut()?;
+        let mut r = jit.compile(&self.cache.get(i).insts);
+        if let Compiled::Full = r {
+            self.cache.drop_compiled();
+            jit.reset();
+            r = jit.compile(&self.cache.get(i).insts);
+        }
+        let b = self.cache.get_mut(i);
+        match r {
+            Compiled::Code(f) => b.jit = Some(f),
+            Compiled::Never | Compiled::Full => b.hits = NEVER_COMPILE,
+        }
+        b.jit
+    }
+
+    /// Run block `i`'s compiled code `f` at virtual address `pc`.
+    #[inline(always)]
+    fn run_compiled(&mut self, f: JitFn, i: u32, pc: u64) -> Flow {
+        let cpu: *mut Cpu = &mut self.cpu;
+        // SAFETY: every pointer is derived from `cpu`, which stays valid and is not otherwise
+        // used while the compiled code runs; the TLB tables and the memory's code flags are
+        // heap allocations that do not move.
+        let mut env = unsafe {
+            let ctx = (*cpu).mmu_idx;
+            JitEnv {
+                x: std::ptr::addr_of_mut!((*cpu).x).cast(),
+                tlb_read: (*cpu).tlb.table_ptr(ctx, ACC_READ),
+                tlb_write: (*cpu).tlb.table_ptr(ctx, ACC_WRITE),
+                code_flags: (*cpu).mem.code_flags_ptr(),
+                mem_base: (*cpu).mem.base_addr(),
+                cpu,
+                pc0: pc,
+                next_pc: 0,
+                value: 0,
+            }
+        };
+        // SAFETY: `f` was compiled from block `i`, which is still current (the caller just
+        // checked its generation), for exactly this environment layout.
+        let r = unsafe { f(&mut env) };
+        if r & RET_TRAP == 0 {
+            self.cpu.pc = env.next_pc;
+            self.cpu.instret += r;
+            return Flow::Next;
+        }
+        let k = (r & !RET_TRAP) as usize;
+        let trap = self
+            .cpu
+            .jit_trap
+            .take()
+            .expect("a compiled block reported a trap without one");
+        let inst = self.cache.get(i).insts[k];
+        self.cpu.instret += k as u64;
+        self.cpu
+            .trap_flow(trap, &inst, pc.wrapping_add(inst.off as u64))
     }
 
     /// Block-boundary work: cross-thread requests, the timer, and interrupt delivery.
@@ -541,6 +646,8 @@ impl Hart {
             gen,
             epoch: self.cache.epoch(),
             insts: insts.into_boxed_slice(),
+            hits: 0,
+            jit: None,
         };
         let idx = self.cache.insert(pc, block);
         Ok(BlockRef::Cached(idx))

@@ -73,6 +73,11 @@ impl Tlb {
         }
     }
 
+    /// The table of `ctx` and `acc`, for compiled code's inline lookups.
+    pub fn table_ptr(&self, ctx: usize, acc: usize) -> *const TlbEntry {
+        self.tables[table(ctx, acc)].as_ptr()
+    }
+
     pub fn insert(&mut self, ctx: usize, acc: usize, va: u64, host_page: usize) {
         let tag = va & PAGE_MASK;
         self.tables[table(ctx, acc)][Self::slot(va)] = TlbEntry {

@@ -347,7 +347,13 @@ impl Default for TestVm {
 
 /// Put `h` in the state a test program expects: G-stage on, VS-mode, FS=Initial, entry
 /// `RAM_GPA`.
+///
+/// With `DVEXT_TEST_JIT` set (`scripts/test.sh` runs the suite once more that way), every block
+/// is compiled on its first run, so the same programs check the compiling tier.
 pub fn configure_hart(h: &mut Hart, hgatp: u64) {
+    if std::env::var_os("DVEXT_TEST_JIT").is_some() {
+        h.enable_jit(1).expect("compiling tier");
+    }
     h.csr_write(HUGATP, hgatp).unwrap();
     let hs = h.csr_read(HUSTATUS).unwrap();
     h.csr_write(HUSTATUS, hs | HSTATUS_SPVP).unwrap();

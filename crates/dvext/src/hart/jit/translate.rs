@@ -1,0 +1,695 @@
+//! Decoded block -> Cranelift IR.
+//!
+//! The generated function takes a [`JitEnv`] and runs the block's instructions: guest integer
+//! registers live in Cranelift variables (loaded on entry where read, stored back at every
+//! exit where written), loads and stores look the software TLB up inline and call back into
+//! the engine only on a miss, a store to a page holding decoded code, or a misaligned access.
+//! Everything else the interpreter does at block ends (instret, interrupts, traps) stays in
+//! Rust: the function returns how the block ended and the run loop carries on from there.
+
+use cranelift_codegen::entity::EntityRef;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I16, I32, I64, I8};
+use cranelift_codegen::ir::{
+    AbiParam, Block as IrBlock, Function, InstBuilder, MemFlags, Signature, Type, Value,
+};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+
+use super::{JitEnv, RET_TRAP};
+use crate::hart::inst::{Inst, Op, X0_SINK};
+use crate::hart::tlb::{TlbEntry, TLB_BITS};
+use crate::phys_mem::PAGE_SHIFT;
+
+/// Engine callbacks the generated code makes (addresses baked into the code).
+#[derive(Clone, Copy)]
+pub(crate) struct Helpers {
+    /// `(env, va, size) -> status`: a load the inline path could not do; value in `env.value`.
+    pub load: usize,
+    /// `(env, va, size, value) -> status`.
+    pub store: usize,
+}
+
+/// Whether the compiled tier implements `op` (anything else ends the compiled prefix).
+pub(crate) fn supported(op: Op) -> bool {
+    use Op::*;
+    matches!(
+        op,
+        Lui | Auipc
+            | Jal
+            | Jalr
+            | Beq
+            | Bne
+            | Blt
+            | Bge
+            | Bltu
+            | Bgeu
+            | Lb
+            | Lh
+            | Lw
+            | Ld
+            | Lbu
+            | Lhu
+            | Lwu
+            | Sb
+            | Sh
+            | Sw
+            | Sd
+            | Addi
+            | Slti
+            | Sltiu
+            | Xori
+            | Ori
+            | Andi
+            | Slli
+            | Srli
+            | Srai
+            | Add
+            | Sub
+            | Sll
+            | Slt
+            | Sltu
+            | Xor
+            | Srl
+            | Sra
+            | Or
+            | And
+            | Addiw
+            | Slliw
+            | Srliw
+            | Sraiw
+            | Addw
+            | Subw
+            | Sllw
+            | Srlw
+            | Sraw
+            | Mul
+            | Mulh
+            | Mulhsu
+            | Mulhu
+            | Div
+            | Divu
+            | Rem
+            | Remu
+            | Mulw
+            | Divw
+            | Divuw
+            | Remw
+            | Remuw
+            | Fence
+    )
+}
+
+/// Memory flags for the engine's own structures and guest RAM: never null, aligned where the
+/// TLB says so; no trapping accesses are generated.
+fn flags() -> MemFlags {
+    MemFlags::trusted()
+}
+
+fn off(field: usize) -> i32 {
+    field as i32
+}
+
+struct Tx<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    env: Value,
+    x_base: Value,
+    /// The block's guest virtual address, a run-time value: blocks are shared by every
+    /// virtual alias of their physical page, so no guest address is baked into the code.
+    pc0v: Value,
+    insts: &'a [Inst],
+    helper_sig: [cranelift_codegen::ir::SigRef; 2],
+    helpers: Helpers,
+    /// The shared trap exit (parameter: index of the trapping instruction), once needed.
+    trap_exit: Option<IrBlock>,
+}
+
+impl Tx<'_, '_> {
+    /// `pc0 + delta` as a value.
+    fn pc_plus(&mut self, delta: i64) -> Value {
+        self.b.ins().iadd_imm(self.pc0v, delta)
+    }
+
+    fn read(&mut self, r: u8) -> Value {
+        if r == 0 || r == X0_SINK {
+            self.b.ins().iconst(I64, 0)
+        } else {
+            self.b.use_var(Variable::new(r as usize))
+        }
+    }
+
+    /// Registers are written through to the register file at once (a store the host's store
+    /// buffer absorbs), so no exit has anything to write back: code stays small and quick to
+    /// compile, and a trap sees exactly the registers retired before it.
+    fn write(&mut self, r: u8, v: Value) {
+        if r != 0 && r != X0_SINK {
+            self.b.def_var(Variable::new(r as usize), v);
+            self.b
+                .ins()
+                .store(flags(), v, self.x_base, off(r as usize * 8));
+        }
+    }
+
+    /// Leave the block after `retired` instructions, continuing at `next`.
+    fn exit(&mut self, next: Value, retired: usize) {
+        self.b.ins().store(
+            flags(),
+            next,
+            self.env,
+            off(std::mem::offset_of!(JitEnv, next_pc)),
+        );
+        let r = self.b.ins().iconst(I64, retired as i64);
+        self.b.ins().return_(&[r]);
+    }
+
+    /// Branch to the trap exit if `status` (a helper's result) is nonzero, else to `ok`.
+    fn trap_if(&mut self, status: Value, i: usize, ok: IrBlock) {
+        let exit = *self.trap_exit.get_or_insert_with(|| {
+            let blk = self.b.create_block();
+            self.b.append_block_param(blk, I64);
+            blk
+        });
+        let idx = self.b.ins().iconst(I64, (RET_TRAP | i as u64) as i64);
+        self.b.ins().brif(status, exit, &[idx.into()], ok, &[]);
+    }
+
+    /// Fill in the trap exit: return the trapping instruction's index (the engine left the
+    /// trap in the hart's trap slot).
+    fn finish_trap_exit(&mut self) {
+        if let Some(blk) = self.trap_exit {
+            self.b.switch_to_block(blk);
+            self.b.seal_block(blk);
+            let r = self.b.block_params(blk)[0];
+            self.b.ins().return_(&[r]);
+        }
+    }
+
+    /// `env.<tlb field>` entry for `va`: (entry address, hit?) for an access of `size` bytes.
+    fn tlb_probe(&mut self, table_field: usize, va: Value, size: u64) -> (Value, Value) {
+        let ins = self.b.ins();
+        let table = ins.load(I64, flags(), self.env, off(table_field));
+        let slot = self.b.ins().ushr_imm(va, PAGE_SHIFT as i64);
+        let slot = self
+            .b
+            .ins()
+            .band_imm(slot, ((1u64 << TLB_BITS) - 1) as i64);
+        let byte_off = self
+            .b
+            .ins()
+            .imul_imm(slot, std::mem::size_of::<TlbEntry>() as i64);
+        let entry = self.b.ins().iadd(table, byte_off);
+        let tag = self.b.ins().load(
+            I64,
+            flags(),
+            entry,
+            off(std::mem::offset_of!(TlbEntry, tag)),
+        );
+        let mask = !((1u64 << PAGE_SHIFT) - 1) | (size - 1);
+        let key = self.b.ins().band_imm(va, mask as i64);
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, key);
+        (entry, hit)
+    }
+
+    fn host_addr(&mut self, entry: Value, va: Value) -> Value {
+        let addend = self.b.ins().load(
+            I64,
+            flags(),
+            entry,
+            off(std::mem::offset_of!(TlbEntry, addend)),
+        );
+        self.b.ins().iadd(va, addend)
+    }
+
+    fn call_helper(&mut self, which: usize, args: &[Value]) -> Value {
+        let (addr, sig) = match which {
+            0 => (self.helpers.load, self.helper_sig[0]),
+            _ => (self.helpers.store, self.helper_sig[1]),
+        };
+        let callee = self.b.ins().iconst(I64, addr as i64);
+        let call = self.b.ins().call_indirect(sig, callee, args);
+        self.b.inst_results(call)[0]
+    }
+
+    /// Load `size` bytes at `va`, zero-extended to 64 bits.
+    fn load(&mut self, i: usize, va: Value, size: u64) -> Value {
+        let (entry, hit) = self.tlb_probe(std::mem::offset_of!(JitEnv, tlb_read), va, size);
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        self.b.ins().brif(hit, fast, &[], slow, &[]);
+
+        self.b.switch_to_block(fast);
+        self.b.seal_block(fast);
+        let host = self.host_addr(entry, va);
+        let v = match size {
+            1 => self.b.ins().uload8(I64, flags(), host, 0),
+            2 => self.b.ins().uload16(I64, flags(), host, 0),
+            4 => self.b.ins().uload32(flags(), host, 0),
+            _ => self.b.ins().load(I64, flags(), host, 0),
+        };
+        self.b.ins().jump(join, &[v.into()]);
+
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        let sz = self.b.ins().iconst(I64, size as i64);
+        let st = self.call_helper(0, &[self.env, va, sz]);
+        let ok = self.b.create_block();
+        self.trap_if(st, i, ok);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        let v = self.b.ins().load(
+            I64,
+            flags(),
+            self.env,
+            off(std::mem::offset_of!(JitEnv, value)),
+        );
+        self.b.ins().jump(join, &[v.into()]);
+
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        self.b.block_params(join)[0]
+    }
+
+    fn store(&mut self, i: usize, va: Value, size: u64, v: Value) {
+        let (entry, hit) = self.tlb_probe(std::mem::offset_of!(JitEnv, tlb_write), va, size);
+        let probe = self.b.create_block();
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.ins().brif(hit, probe, &[], slow, &[]);
+
+        // A page holding decoded code goes the slow way, which invalidates the code.
+        self.b.switch_to_block(probe);
+        self.b.seal_block(probe);
+        let host = self.host_addr(entry, va);
+        let base = self.b.ins().load(
+            I64,
+            flags(),
+            self.env,
+            off(std::mem::offset_of!(JitEnv, mem_base)),
+        );
+        let rel = self.b.ins().isub(host, base);
+        let page = self.b.ins().ushr_imm(rel, PAGE_SHIFT as i64);
+        let code = self.b.ins().load(
+            I64,
+            flags(),
+            self.env,
+            off(std::mem::offset_of!(JitEnv, code_flags)),
+        );
+        let flag_addr = self.b.ins().iadd(code, page);
+        let is_code = self.b.ins().uload8(I32, flags(), flag_addr, 0);
+        self.b.ins().brif(is_code, slow, &[], fast, &[]);
+
+        self.b.switch_to_block(fast);
+        self.b.seal_block(fast);
+        match size {
+            1 => {
+                self.b.ins().istore8(flags(), v, host, 0);
+            }
+            2 => {
+                self.b.ins().istore16(flags(), v, host, 0);
+            }
+            4 => {
+                self.b.ins().istore32(flags(), v, host, 0);
+            }
+            _ => {
+                self.b.ins().store(flags(), v, host, 0);
+            }
+        }
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        let sz = self.b.ins().iconst(I64, size as i64);
+        let st = self.call_helper(1, &[self.env, va, sz, v]);
+        self.trap_if(st, i, join);
+
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+    }
+
+    fn sext_from(&mut self, v: Value, ty: Type) -> Value {
+        let n = self.b.ins().ireduce(ty, v);
+        self.b.ins().sextend(I64, n)
+    }
+
+    fn sext32(&mut self, v: Value) -> Value {
+        self.sext_from(v, I32)
+    }
+
+    fn bool64(&mut self, cc: IntCC, a: Value, b: Value) -> Value {
+        let c = self.b.ins().icmp(cc, a, b);
+        self.b.ins().uextend(I64, c)
+    }
+
+    /// Signed division or remainder with RISC-V's results for a zero divisor and overflow.
+    fn sdivrem(&mut self, a: Value, b: Value, ty: Type, rem: bool) -> Value {
+        let zero = self.b.ins().icmp_imm(IntCC::Equal, b, 0);
+        let min = if ty == I32 {
+            i32::MIN as i64
+        } else {
+            i64::MIN
+        };
+        let a_min = self.b.ins().icmp_imm(IntCC::Equal, a, min);
+        let b_m1 = self.b.ins().icmp_imm(IntCC::Equal, b, -1);
+        let ovf = self.b.ins().band(a_min, b_m1);
+        let bad = self.b.ins().bor(zero, ovf);
+        let one = self.b.ins().iconst(ty, 1);
+        // Divisor 1 on overflow gives the right answers: MIN / 1 = MIN, MIN % 1 = 0.
+        let safe = self.b.ins().select(bad, one, b);
+        if rem {
+            let r = self.b.ins().srem(a, safe);
+            self.b.ins().select(zero, a, r)
+        } else {
+            let q = self.b.ins().sdiv(a, safe);
+            let all = self.b.ins().iconst(ty, -1);
+            self.b.ins().select(zero, all, q)
+        }
+    }
+
+    fn udivrem(&mut self, a: Value, b: Value, ty: Type, rem: bool) -> Value {
+        let zero = self.b.ins().icmp_imm(IntCC::Equal, b, 0);
+        let one = self.b.ins().iconst(ty, 1);
+        let safe = self.b.ins().select(zero, one, b);
+        if rem {
+            let r = self.b.ins().urem(a, safe);
+            self.b.ins().select(zero, a, r)
+        } else {
+            let q = self.b.ins().udiv(a, safe);
+            let all = self.b.ins().iconst(ty, -1);
+            self.b.ins().select(zero, all, q)
+        }
+    }
+
+    fn lo32(&mut self, v: Value) -> Value {
+        self.b.ins().ireduce(I32, v)
+    }
+
+    /// Emit instruction `i`. Returns false if it ended the function (a control transfer).
+    fn inst(&mut self, i: usize) -> bool {
+        let inst = self.insts[i];
+        let at = inst.off as i64;
+        let next_seq = at + inst.len() as i64;
+        let imm = inst.imm as i64;
+        use Op::*;
+        match inst.op {
+            Lui => {
+                let v = self.b.ins().iconst(I64, imm);
+                self.write(inst.rd, v);
+            }
+            Auipc => {
+                let v = self.pc_plus(at.wrapping_add(imm));
+                self.write(inst.rd, v);
+            }
+            Jal => {
+                let link = self.pc_plus(next_seq);
+                self.write(inst.rd, link);
+                let t = self.pc_plus(at.wrapping_add(imm));
+                self.exit(t, i + 1);
+                return false;
+            }
+            Jalr => {
+                let base = self.read(inst.rs1);
+                let t = self.b.ins().iadd_imm(base, imm);
+                let t = self.b.ins().band_imm(t, !1);
+                let link = self.pc_plus(next_seq);
+                self.write(inst.rd, link);
+                self.exit(t, i + 1);
+                return false;
+            }
+            Beq | Bne | Blt | Bge | Bltu | Bgeu => {
+                let cc = match inst.op {
+                    Beq => IntCC::Equal,
+                    Bne => IntCC::NotEqual,
+                    Blt => IntCC::SignedLessThan,
+                    Bge => IntCC::SignedGreaterThanOrEqual,
+                    Bltu => IntCC::UnsignedLessThan,
+                    _ => IntCC::UnsignedGreaterThanOrEqual,
+                };
+                let (a, b) = (self.read(inst.rs1), self.read(inst.rs2));
+                let c = self.b.ins().icmp(cc, a, b);
+                let taken = self.b.create_block();
+                let not = self.b.create_block();
+                self.b.ins().brif(c, taken, &[], not, &[]);
+                for (blk, delta) in [(taken, at.wrapping_add(imm)), (not, next_seq)] {
+                    self.b.switch_to_block(blk);
+                    self.b.seal_block(blk);
+                    let t = self.pc_plus(delta);
+                    self.exit(t, i + 1);
+                }
+                return false;
+            }
+            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu => {
+                let base = self.read(inst.rs1);
+                let va = self.b.ins().iadd_imm(base, imm);
+                let (size, signed) = match inst.op {
+                    Lb => (1, Some(I8)),
+                    Lh => (2, Some(I16)),
+                    Lw => (4, Some(I32)),
+                    Ld => (8, None),
+                    Lbu => (1, None),
+                    Lhu => (2, None),
+                    _ => (4, None),
+                };
+                let mut v = self.load(i, va, size);
+                if let Some(ty) = signed {
+                    v = self.sext_from(v, ty);
+                }
+                self.write(inst.rd, v);
+            }
+            Sb | Sh | Sw | Sd => {
+                let base = self.read(inst.rs1);
+                let va = self.b.ins().iadd_imm(base, imm);
+                let v = self.read(inst.rs2);
+                let size = match inst.op {
+                    Sb => 1,
+                    Sh => 2,
+                    Sw => 4,
+                    _ => 8,
+                };
+                self.store(i, va, size, v);
+            }
+            Fence => {
+                let pred = (inst.raw >> 24) & 0xf;
+                let succ = (inst.raw >> 20) & 0xf;
+                // Only W->R ordering needs an instruction on the (TSO) host.
+                if pred & 0b0101 != 0 && succ & 0b1010 != 0 {
+                    self.b.ins().fence();
+                }
+            }
+            _ => {
+                let v = self.alu(&inst);
+                self.write(inst.rd, v);
+            }
+        }
+        true
+    }
+
+    fn alu(&mut self, inst: &Inst) -> Value {
+        use Op::*;
+        let imm = inst.imm as i64;
+        let a = self.read(inst.rs1);
+        let b = self.read(inst.rs2);
+        let sh = imm & 63;
+        match inst.op {
+            Addi => self.b.ins().iadd_imm(a, imm),
+            Slti => {
+                let c = self.b.ins().icmp_imm(IntCC::SignedLessThan, a, imm);
+                self.b.ins().uextend(I64, c)
+            }
+            Sltiu => {
+                let c = self.b.ins().icmp_imm(IntCC::UnsignedLessThan, a, imm);
+                self.b.ins().uextend(I64, c)
+            }
+            Xori => self.b.ins().bxor_imm(a, imm),
+            Ori => self.b.ins().bor_imm(a, imm),
+            Andi => self.b.ins().band_imm(a, imm),
+            Slli => self.b.ins().ishl_imm(a, sh),
+            Srli => self.b.ins().ushr_imm(a, sh),
+            Srai => self.b.ins().sshr_imm(a, sh),
+            Add => self.b.ins().iadd(a, b),
+            Sub => self.b.ins().isub(a, b),
+            Sll => self.b.ins().ishl(a, b),
+            Slt => self.bool64(IntCC::SignedLessThan, a, b),
+            Sltu => self.bool64(IntCC::UnsignedLessThan, a, b),
+            Xor => self.b.ins().bxor(a, b),
+            Srl => self.b.ins().ushr(a, b),
+            Sra => self.b.ins().sshr(a, b),
+            Or => self.b.ins().bor(a, b),
+            And => self.b.ins().band(a, b),
+            Addiw => {
+                let s = self.b.ins().iadd_imm(a, imm);
+                self.sext32(s)
+            }
+            Slliw | Srliw | Sraiw => {
+                let a = self.lo32(a);
+                let s = imm & 31;
+                let r = match inst.op {
+                    Slliw => self.b.ins().ishl_imm(a, s),
+                    Srliw => self.b.ins().ushr_imm(a, s),
+                    _ => self.b.ins().sshr_imm(a, s),
+                };
+                self.b.ins().sextend(I64, r)
+            }
+            Addw => {
+                let s = self.b.ins().iadd(a, b);
+                self.sext32(s)
+            }
+            Subw => {
+                let s = self.b.ins().isub(a, b);
+                self.sext32(s)
+            }
+            Sllw | Srlw | Sraw => {
+                let a = self.lo32(a);
+                let b = self.lo32(b);
+                // Cranelift takes a 32-bit shift amount modulo 32, as RISC-V does.
+                let r = match inst.op {
+                    Sllw => self.b.ins().ishl(a, b),
+                    Srlw => self.b.ins().ushr(a, b),
+                    _ => self.b.ins().sshr(a, b),
+                };
+                self.b.ins().sextend(I64, r)
+            }
+            Mul => self.b.ins().imul(a, b),
+            Mulh => self.b.ins().smulhi(a, b),
+            Mulhu => self.b.ins().umulhi(a, b),
+            Mulhsu => {
+                // high(a_signed * b_unsigned) = high(a_u * b) - (a < 0 ? b : 0)
+                let hi = self.b.ins().umulhi(a, b);
+                let neg = self.b.ins().icmp_imm(IntCC::SignedLessThan, a, 0);
+                let zero = self.b.ins().iconst(I64, 0);
+                let t = self.b.ins().select(neg, b, zero);
+                self.b.ins().isub(hi, t)
+            }
+            Div => self.sdivrem(a, b, I64, false),
+            Rem => self.sdivrem(a, b, I64, true),
+            Divu => self.udivrem(a, b, I64, false),
+            Remu => self.udivrem(a, b, I64, true),
+            Mulw => {
+                let p = self.b.ins().imul(a, b);
+                self.sext32(p)
+            }
+            Divw | Remw | Divuw | Remuw => {
+                let a = self.lo32(a);
+                let b = self.lo32(b);
+                let r = match inst.op {
+                    Divw => self.sdivrem(a, b, I32, false),
+                    Remw => self.sdivrem(a, b, I32, true),
+                    Divuw => self.udivrem(a, b, I32, false),
+                    _ => self.udivrem(a, b, I32, true),
+                };
+                self.b.ins().sextend(I64, r)
+            }
+            op => unreachable!("{op:?} is not an ALU operation the compiler supports"),
+        }
+    }
+}
+
+/// Integer registers `inst` reads (bit r = x_r; x0 excluded).
+fn read_mask(inst: &Inst) -> u32 {
+    use Op::*;
+    let (r1, r2) = match inst.op {
+        Lui | Auipc | Jal | Fence => (false, false),
+        Jalr | Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Addi | Slti | Sltiu | Xori | Ori
+        | Andi | Slli | Srli | Srai | Addiw | Slliw | Srliw | Sraiw => (true, false),
+        _ => (true, true),
+    };
+    let bit = |r: u8| if r == 0 || r >= 32 { 0 } else { 1u32 << r };
+    (if r1 { bit(inst.rs1) } else { 0 }) | (if r2 { bit(inst.rs2) } else { 0 })
+}
+
+/// Integer registers `inst` writes.
+fn written_mask(inst: &Inst) -> u32 {
+    use Op::*;
+    match inst.op {
+        Beq | Bne | Blt | Bge | Bltu | Bgeu | Sb | Sh | Sw | Sd | Fence => 0,
+        _ if inst.rd == 0 || inst.rd >= 32 => 0,
+        _ => 1 << inst.rd,
+    }
+}
+
+/// Build `func` for the compilable prefix of `insts`. Returns the
+/// number of instructions compiled (0: the block starts with something only the interpreter
+/// does, and `func` is left unusable).
+pub(crate) fn translate(
+    func: &mut Function,
+    fctx: &mut FunctionBuilderContext,
+    call_conv: CallConv,
+    insts: &[Inst],
+    helpers: Helpers,
+) -> usize {
+    let n = insts.iter().take_while(|i| supported(i.op)).count();
+    if n == 0 {
+        return 0;
+    }
+    let insts = &insts[..n];
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(I64));
+    sig.returns.push(AbiParam::new(I64));
+    func.signature = sig;
+
+    // Registers read before the block writes them are loaded on entry.
+    let mut written = 0u32;
+    let mut reads = 0u32;
+    for inst in insts {
+        reads |= read_mask(inst) & !written;
+        written |= written_mask(inst);
+    }
+
+    let mut b = FunctionBuilder::new(func, fctx);
+    let mut helper_sig = |nargs: usize| {
+        let mut s = Signature::new(call_conv);
+        for _ in 0..nargs {
+            s.params.push(AbiParam::new(I64));
+        }
+        s.returns.push(AbiParam::new(I64));
+        b.import_signature(s)
+    };
+    let load_sig = helper_sig(3);
+    let store_sig = helper_sig(4);
+
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let env = b.block_params(entry)[0];
+    for r in 1..32 {
+        b.declare_var(Variable::new(r), I64);
+    }
+    let x_base = b.ins().load(I64, flags(), env, off(std::mem::offset_of!(JitEnv, x)));
+    let pc0v = b.ins().load(I64, flags(), env, off(std::mem::offset_of!(JitEnv, pc0)));
+    for r in 1..32 {
+        if reads & (1 << r) != 0 {
+            let v = b.ins().load(I64, flags(), x_base, off(r * 8));
+            b.def_var(Variable::new(r), v);
+        }
+    }
+    let mut tx = Tx {
+        b: &mut b,
+        env,
+        x_base,
+        pc0v,
+        insts,
+        helper_sig: [load_sig, store_sig],
+        helpers,
+        trap_exit: None,
+    };
+    let mut open = true;
+    for i in 0..n {
+        if !tx.inst(i) {
+            open = false;
+            break;
+        }
+    }
+    if open {
+        // The block went on past what was compiled (page end, length limit, or an
+        // instruction only the interpreter runs): continue after the last one.
+        let last = insts[n - 1];
+        let t = tx.pc_plus(last.off as i64 + last.len() as i64);
+        tx.exit(t, n);
+    }
+    tx.finish_trap_exit();
+    b.finalize();
+    n
+}
