@@ -5,4 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+# The hardware model's ISA tests once more with every block compiled on its first run, so the
+# same programs check the compiling tier against the same expected results.
+DVEXT_TEST_JIT=1 cargo test -p dvext --no-fail-fast "$@" || status=$?
+exit $status

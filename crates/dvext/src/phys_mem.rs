@@ -255,6 +255,11 @@ impl PhysMemory {
         self.code[(hpa >> PAGE_SHIFT) as usize].load(Ordering::Relaxed)
     }
 
+    /// The generation counter of the page holding `hpa`, for compiled code to watch.
+    pub(crate) fn code_gen_ptr(&self, hpa: u64) -> *const u32 {
+        self.code_gen[(hpa >> PAGE_SHIFT) as usize].as_ptr()
+    }
+
     #[inline(always)]
     pub(crate) fn code_gen(&self, hpa: u64) -> u32 {
         self.code_gen[(hpa >> PAGE_SHIFT) as usize].load(Ordering::Acquire)

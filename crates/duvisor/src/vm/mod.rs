@@ -350,7 +350,7 @@ impl Vm {
             vcpu::init_hart(&mut h, gstage.hugatp());
             if let Some(t) = cfg.jit_threshold {
                 // Now, while executable mappings are still allowed (before the sandbox).
-                h.enable_jit(t)
+                h.enable_jit(t, true)
                     .map_err(|e| anyhow::anyhow!("vCPU {id}: compiling tier: {e}"))?;
             }
             harts.push(h);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::inst::Inst;
-use super::jit::JitFn;
+use super::jit::{JitFn, Region};
 use crate::phys_mem::PhysMemory;
 
 pub(crate) const MAX_BLOCK_INSTS: usize = 64;
@@ -46,12 +46,15 @@ pub(crate) struct Block {
     pub insts: Box<[Inst]>,
     /// Runs so far, counted until the block is compiled ([`NEVER_COMPILE`]: not compilable).
     pub hits: u32,
-    /// The compiled form, once there is one.
+    /// The compiled form, once there is one, and the region it covers.
     pub jit: Option<JitFn>,
+    pub region: Option<Box<Region>>,
 }
 
 /// `Block::hits` of a block the compiling tier cannot or will not take.
 pub(crate) const NEVER_COMPILE: u32 = u32::MAX;
+/// `Block::hits` of a block whose region the compiler thread is working on.
+pub(crate) const COMPILING: u32 = u32::MAX - 1;
 
 #[derive(Clone, Copy)]
 struct JmpEntry {
@@ -118,10 +121,19 @@ impl BlockCache {
         &mut self.blocks[idx as usize]
     }
 
+    /// Whether the block at `hpa` has run at least `min` times (or is compiled).
+    pub fn ran_at_least(&self, hpa: u64, min: u32) -> bool {
+        self.by_hpa.get(&hpa).is_some_and(|&i| {
+            let b = &self.blocks[i as usize];
+            b.jit.is_some() || (b.hits >= min && b.hits != NEVER_COMPILE)
+        })
+    }
+
     /// Drop every block's compiled code (the code space is being reused).
     pub fn drop_compiled(&mut self) {
         for b in self.blocks.iter_mut() {
             b.jit = None;
+            b.region = None;
             if b.hits != NEVER_COMPILE {
                 b.hits = 0;
             }
@@ -175,6 +187,12 @@ impl BlockCache {
             if raw != inst.raw {
                 return false;
             }
+        }
+        // The block is current; its compiled region also spans other blocks of the page.
+        if b.region.as_ref().is_some_and(|r| !r.matches(mem, b.hpa)) {
+            b.jit = None;
+            b.region = None;
+            b.hits = 0;
         }
         b.epoch = epoch;
         true

@@ -21,11 +21,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use block::{Block, BlockCache, MAX_BLOCK_INSTS, NEVER_COMPILE};
+use block::{Block, BlockCache, COMPILING, MAX_BLOCK_INSTS, NEVER_COMPILE};
 use cpu::{Cpu, CLOCK_INTERVAL, POLL_INTERVAL};
 use exec::Flow;
 use inst::Inst;
-use jit::{Compiled, Jit, JitEnv, JitFn, RET_TRAP};
+use jit::{Compiled, Jit, JitEnv, JitFn, JobTag, RET_TRAP};
 use mmu::Access;
 use tlb::{ACC_READ, ACC_WRITE};
 use trap::Trap;
@@ -68,6 +68,9 @@ pub struct HartStats {
     /// The compiling tier's counters (all zero when it is off).
     pub jit: JitStats,
 }
+
+/// See [`Hart::compiled`].
+const INLINE_AFTER: u32 = 2;
 
 pub struct Hart {
     cpu: Cpu,
@@ -121,10 +124,14 @@ impl Hart {
 
     /// Turn on the compiling tier: blocks run `threshold` times become host code. It maps
     /// its code space now (memory that is written through one mapping and executed through
-    /// another), so call it before the process forbids new executable mappings.
-    pub fn enable_jit(&mut self, threshold: u32) -> Result<(), String> {
+    /// another), and in `background` mode starts its compiler thread now, so call it before
+    /// the process forbids new executable mappings. In the background mode the guest runs on
+    /// in the interpreter while a region compiles; otherwise compilation is inline and
+    /// deterministic (a block's `threshold`-th run is already compiled).
+    pub fn enable_jit(&mut self, threshold: u32, background: bool) -> Result<(), String> {
         if self.jit.is_none() {
-            self.jit = Some(Jit::new(threshold)?);
+            let name = format!("vcpu{}", self.cpu.vcpu_id);
+            self.jit = Some(Jit::new(threshold, background.then_some(name.as_str()))?);
         }
         Ok(())
     }
@@ -470,77 +477,179 @@ impl Hart {
         if b.jit.is_some() {
             return b.jit;
         }
-        if b.hits == NEVER_COMPILE {
+        if b.hits >= COMPILING {
             return None;
         }
         b.hits += 1;
-        if b.hits < jit.threshold {
+        let t = jit.threshold;
+        if b.hits < t {
             return None;
         }
-        self.compile(i)
+        // Queued compilations may lag behind a burst of newly hot code; a block that keeps
+        // running while it waits for room in the queue is compiled here once it has run
+        // INLINE_AFTER times the threshold.
+        let inline = b.hits >= t.saturating_mul(INLINE_AFTER);
+        if b.hits > t && !inline && b.hits % (t / 8).max(1) != 0 {
+            return None;
+        }
+        self.compile(i, inline)
     }
 
     #[cold]
     #[inline(never)]
-    fn compile(&mut self, i: u32) -> Option<JitFn> {
+    fn compile(&mut self, i: u32, inline: bool) -> Option<JitFn> {
         let jit = self.jit.as_mut()?;
-        let mut r = jit.compile(&self.cache.get(i).insts);
+        let tag = {
+            let b = self.cache.get(i);
+            JobTag {
+                block: i,
+                hpa: b.hpa,
+                gen: b.gen,
+                flushes: self.cache.flushes,
+                epoch: self.cache.epoch(),
+            }
+        };
+        let mem = &self.cpu.mem;
+        // Neighbours that ran a quarter as often as it takes to be compiled count as hot.
+        let min = (jit.threshold / 4).max(1);
+        let cache = &self.cache;
+        let mut r = jit.compile(mem, tag, &cache.get(i).insts, inline, |h| {
+            cache.ran_at_least(h, min)
+        });
         if let Compiled::Full = r {
             self.cache.drop_compiled();
             jit.reset();
-            r = jit.compile(&self.cache.get(i).insts);
+            let cache = &self.cache;
+            r = jit.compile(mem, tag, &cache.get(i).insts, inline, |h| {
+                cache.ran_at_least(h, min)
+            });
         }
         let b = self.cache.get_mut(i);
         match r {
-            Compiled::Code(f) => b.jit = Some(f),
+            Compiled::Code(f, region) => {
+                b.jit = Some(f);
+                b.region = Some(region);
+            }
+            Compiled::Queued => b.hits = COMPILING,
+            // Counting on: tried again in a while, or compiled inline (see `compiled`).
+            Compiled::Busy => {}
+            Compiled::Stale => b.hits = 0,
             Compiled::Never | Compiled::Full => b.hits = NEVER_COMPILE,
         }
         b.jit
     }
 
+    /// Install what the compiler thread finished, if the blocks are still as they were.
+    #[cold]
+    #[inline(never)]
+    fn install_finished(&mut self) {
+        let Some(jit) = self.jit.as_mut() else {
+            return;
+        };
+        for f in jit.finished() {
+            let t = f.tag;
+            let waiting =
+                t.flushes == self.cache.flushes && (t.block as usize) < self.cache.len() && {
+                    let b = self.cache.get(t.block);
+                    b.hpa == t.hpa && b.gen == t.gen && b.hits == COMPILING
+                };
+            if !waiting {
+                continue; // the block was rebuilt or dropped meanwhile
+            }
+            let current = self.cpu.mem.code_gen(t.hpa) == t.gen
+                && (t.epoch == self.cache.epoch() || f.region.matches(&self.cpu.mem, t.hpa));
+            let b = self.cache.get_mut(t.block);
+            let Some(code) = f.code.filter(|_| current) else {
+                if current {
+                    jit.refused();
+                    b.hits = NEVER_COMPILE;
+                } else {
+                    b.hits = 0;
+                }
+                continue;
+            };
+            match jit.install(&code, f.region, f.ns) {
+                Compiled::Code(func, region) => {
+                    b.jit = Some(func);
+                    b.region = Some(region);
+                }
+                _ => {
+                    // Code space full: start over; this block is compiled again later.
+                    self.cache.drop_compiled();
+                    jit.reset();
+                }
+            }
+        }
+    }
+
     /// Run block `i`'s compiled code `f` at virtual address `pc`.
     #[inline(always)]
     fn run_compiled(&mut self, f: JitFn, i: u32, pc: u64) -> Flow {
+        let hpa = self.cache.get(i).hpa;
+        let ctx = self.cpu.mmu_idx;
+        // Heap allocations outside `Cpu` that do not move while the VM exists.
+        let shared = (
+            self.cpu.tlb.table_ptr(ctx, ACC_READ),
+            self.cpu.tlb.table_ptr(ctx, ACC_WRITE),
+            self.cpu.mem.code_flags_ptr(),
+            self.cpu.mem.base_addr(),
+            self.cpu.shared.req.as_ptr().cast_const(),
+            self.cpu.mem.code_gen_ptr(hpa),
+            self.cpu.poll as u64,
+        );
         let cpu: *mut Cpu = &mut self.cpu;
-        // SAFETY: every pointer is derived from `cpu`, which stays valid and is not otherwise
-        // used while the compiled code runs; the TLB tables and the memory's code flags are
-        // heap allocations that do not move.
-        let mut env = unsafe {
-            let ctx = (*cpu).mmu_idx;
-            JitEnv {
-                x: std::ptr::addr_of_mut!((*cpu).x).cast(),
-                tlb_read: (*cpu).tlb.table_ptr(ctx, ACC_READ),
-                tlb_write: (*cpu).tlb.table_ptr(ctx, ACC_WRITE),
-                code_flags: (*cpu).mem.code_flags_ptr(),
-                mem_base: (*cpu).mem.base_addr(),
-                cpu,
-                pc0: pc,
-                next_pc: 0,
-                value: 0,
-            }
+        let mut env = JitEnv {
+            // SAFETY: a field of the live `*cpu`; the compiled code and the helpers are the
+            // only users of the hart until the call returns.
+            x: unsafe { std::ptr::addr_of_mut!((*cpu).x) }.cast(),
+            tlb_read: shared.0,
+            tlb_write: shared.1,
+            code_flags: shared.2,
+            mem_base: shared.3,
+            cpu,
+            pc0: pc,
+            budget: shared.6,
+            req: shared.4,
+            page_gen: shared.5,
+            retired: 0,
+            next_pc: 0,
+            value: 0,
         };
         // SAFETY: `f` was compiled from block `i`, which is still current (the caller just
         // checked its generation), for exactly this environment layout.
         let r = unsafe { f(&mut env) };
+        self.cpu.poll = env.budget as u32;
         if r & RET_TRAP == 0 {
             self.cpu.pc = env.next_pc;
             self.cpu.instret += r;
             return Flow::Next;
         }
-        let k = (r & !RET_TRAP) as usize;
+        let (j, k) = (((r >> 16) & 0xffff) as usize, (r & 0xffff) as usize);
         let trap = self
             .cpu
             .jit_trap
             .take()
-            .expect("a compiled block reported a trap without one");
-        let inst = self.cache.get(i).insts[k];
-        self.cpu.instret += k as u64;
-        self.cpu
-            .trap_flow(trap, &inst, pc.wrapping_add(inst.off as u64))
+            .expect("a compiled region reported a trap without one");
+        let part = &self
+            .cache
+            .get(i)
+            .region
+            .as_ref()
+            .expect("compiled region")
+            .parts[j];
+        let inst = part.insts[k];
+        let at = pc
+            .wrapping_add_signed(part.delta)
+            .wrapping_add(inst.off as u64);
+        self.cpu.instret += env.retired + k as u64;
+        self.cpu.trap_flow(trap, &inst, at)
     }
 
     /// Block-boundary work: cross-thread requests, the timer, and interrupt delivery.
     fn service(&mut self) -> Option<Exit> {
+        if self.jit.is_some() {
+            self.install_finished();
+        }
         let c = &mut self.cpu;
         c.poll = POLL_INTERVAL;
         let r = c.shared.req.swap(0, Ordering::SeqCst);
@@ -648,6 +757,7 @@ impl Hart {
             insts: insts.into_boxed_slice(),
             hits: 0,
             jit: None,
+            region: None,
         };
         let idx = self.cache.insert(pc, block);
         Ok(BlockRef::Cached(idx))

@@ -45,16 +45,8 @@ impl CodeArena {
         }
         let map = |prot| {
             // SAFETY: a fresh shared mapping of our own memfd, placed by the kernel.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    size,
-                    prot,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            };
+            let p =
+                unsafe { libc::mmap(std::ptr::null_mut(), size, prot, libc::MAP_SHARED, fd, 0) };
             if p == libc::MAP_FAILED {
                 Err(io::Error::last_os_error())
             } else {
@@ -101,7 +93,6 @@ impl CodeArena {
     pub fn reset(&mut self) {
         self.used = 0;
     }
-
 }
 
 impl Drop for CodeArena {

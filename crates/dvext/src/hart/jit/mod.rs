@@ -9,8 +9,11 @@
 //! or fence.i found it stale) or dropped, the code goes with it.
 
 mod arena;
+mod region;
 mod translate;
 
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use cranelift_codegen::control::ControlPlane;
@@ -22,15 +25,18 @@ use cranelift_frontend::FunctionBuilderContext;
 use super::cpu::Cpu;
 use super::inst::Inst;
 use super::tlb::TlbEntry;
+use crate::phys_mem::PhysMemory;
 use arena::CodeArena;
+pub(crate) use region::Region;
 use translate::Helpers;
 
 /// A compiled block.
 pub(crate) type JitFn = unsafe extern "C" fn(*mut JitEnv) -> u64;
 
-/// Return value of a compiled block when instruction `ret & !RET_TRAP` raised the trap now in
-/// `Cpu::jit_trap`; otherwise the block ended normally, the return value is the number of
-/// instructions retired and `JitEnv::next_pc` is where to continue.
+/// Bit of a compiled region's return value saying that instruction `ret & 0xffff` of part
+/// `(ret >> 16) & 0xffff` raised the trap now in `Cpu::jit_trap`, after `JitEnv::retired`
+/// instructions of earlier parts; otherwise the region ended normally, the return value is
+/// the number of instructions retired and `JitEnv::next_pc` is where to continue.
 pub(crate) const RET_TRAP: u64 = 1 << 63;
 
 /// What a compiled block works on, set up by the run loop for each call.
@@ -49,23 +55,36 @@ pub(crate) struct JitEnv {
     pub cpu: *mut Cpu,
     /// Guest virtual address of the block.
     pub pc0: u64,
+    /// In/out: blocks the region may still run before the run loop must look at requests,
+    /// the timer and interrupts (`Cpu::poll`).
+    pub budget: u64,
+    /// The hart's cross-thread request word (nonzero: return to the run loop).
+    pub req: *const u32,
+    /// The code page's generation counter (changed: the page was written, leave).
+    pub page_gen: *const u32,
+    /// Out on a trap: instructions retired by the parts before the trapping one.
+    pub retired: u64,
     /// Out: where to continue after a normal end.
     pub next_pc: u64,
     /// Out from the load helper: the value loaded.
     pub value: u64,
 }
 
-/// Default number of runs after which a block is compiled: often enough that hot loops are
-/// compiled at once, rarely enough that code run a few times at boot is not worth compiling.
-pub const DEFAULT_THRESHOLD: u32 = 64;
+/// Default number of runs after which a block is compiled: hot loops reach it within
+/// milliseconds, while most code a Linux boot runs never does (compiling a region costs about
+/// a millisecond; measured on the Debian guest: 64 compiled 22k regions during boot, 1000 about
+/// 4k, and boot got faster).
+pub const DEFAULT_THRESHOLD: u32 = 1000;
 /// Code space per hart (virtual; pages are only backed once code is written to them).
 const ARENA_SIZE: usize = 64 << 20;
 
 /// Counters for `--stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JitStats {
-    /// Blocks compiled.
+    /// Regions compiled.
     pub compiled: u64,
+    /// Blocks in them (a hot block and the blocks it jumps to on the same page).
+    pub parts: u64,
     /// Bytes of host code generated (all of it, including code since thrown away).
     pub code_bytes: u64,
     /// Time spent compiling, in nanoseconds.
@@ -78,7 +97,13 @@ pub struct JitStats {
 
 /// Outcome of [`Jit::compile`].
 pub(crate) enum Compiled {
-    Code(JitFn),
+    Code(JitFn, Box<Region>),
+    /// Handed to the compiler thread; the result comes back through [`Jit::finished`].
+    Queued,
+    /// The page changed while the region was being decoded: try again later.
+    Stale,
+    /// The compiler thread's queue is full: try again later.
+    Busy,
     /// The block starts with an instruction only the interpreter runs, or did not compile:
     /// do not try again.
     Never,
@@ -86,86 +111,242 @@ pub(crate) enum Compiled {
     Full,
 }
 
-/// One hart's compiler and code space.
-pub(crate) struct Jit {
+/// Which block a background compilation is for, and the state it was decoded in (checked
+/// again before the code is installed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct JobTag {
+    pub block: u32,
+    pub hpa: u64,
+    pub gen: u32,
+    pub flushes: u64,
+    pub epoch: u32,
+}
+
+/// A background compilation's result.
+pub(crate) struct Finished {
+    pub tag: JobTag,
+    pub region: Box<Region>,
+    /// The host code, or None if Cranelift refused the region.
+    pub code: Option<Vec<u8>>,
+    pub ns: u64,
+}
+
+/// Cranelift, set up for the host.
+struct Compiler {
     isa: OwnedTargetIsa,
     ctx: Context,
     fctx: FunctionBuilderContext,
+}
+
+impl Compiler {
+    fn new() -> Result<Compiler, String> {
+        let mut flags = settings::builder();
+        let set = |f: &mut settings::Builder, k: &str, v: &str| {
+            f.set(k, v)
+                .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(
+            &mut flags,
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        )?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| format!("no code generator for this host: {e}"))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| format!("code generator: {e}"))?;
+        Ok(Compiler {
+            isa,
+            ctx: Context::new(),
+            fctx: FunctionBuilderContext::new(),
+        })
+    }
+
+    /// Host code for `region` (page generation `gen`), or None if Cranelift refused it.
+    fn compile(&mut self, region: &Region, gen: u32) -> Option<Vec<u8>> {
+        self.ctx.clear();
+        let helpers = Helpers {
+            load: load_helper as *const () as usize,
+            store: store_helper as *const () as usize,
+        };
+        translate::translate(
+            &mut self.ctx.func,
+            &mut self.fctx,
+            self.isa.default_call_conv(),
+            region,
+            gen,
+            helpers,
+        );
+        match self.ctx.compile(&*self.isa, &mut ControlPlane::default()) {
+            // Helpers are called through addresses in registers and no data is referenced,
+            // so the code needs no relocation; refuse it if Cranelift thought otherwise.
+            Ok(c) if c.buffer.relocs().is_empty() => Some(c.code_buffer().to_vec()),
+            _ => None,
+        }
+    }
+}
+
+/// Where compilation happens.
+enum Mode {
+    /// On the vCPU thread, at once (deterministic: what the ISA tests use).
+    Inline(Box<Compiler>),
+    /// On a thread of its own, so the guest keeps running meanwhile.
+    Background {
+        /// For the compilations done on the vCPU thread after all (see `compile`).
+        inline: Option<Box<Compiler>>,
+        jobs: Option<SyncSender<(JobTag, Box<Region>)>>,
+        done: Receiver<Finished>,
+        thread: Option<JoinHandle<()>>,
+    },
+}
+
+/// Compilations that may wait for the compiler thread at once.
+const QUEUE: usize = 4;
+
+/// One hart's compiler and code space.
+pub(crate) struct Jit {
+    mode: Mode,
     arena: CodeArena,
     pub threshold: u32,
     pub stats: JitStats,
 }
 
 impl Jit {
-    pub fn new(threshold: u32) -> Result<Jit, String> {
-        let mut flags = settings::builder();
-        let set = |f: &mut settings::Builder, k: &str, v: &str| {
-            f.set(k, v).map_err(|e| format!("cranelift setting {k}={v}: {e}"))
+    /// `background`: compile on a thread of our own (named `NAME-jit`).
+    pub fn new(threshold: u32, background: Option<&str>) -> Result<Jit, String> {
+        let arena = CodeArena::new(ARENA_SIZE)
+            .map_err(|e| format!("code space for compiled blocks: {e}"))?;
+        let mut compiler = Compiler::new()?;
+        let mode = match background {
+            None => Mode::Inline(Box::new(compiler)),
+            Some(name) => {
+                let (jobs, rx) = sync_channel::<(JobTag, Box<Region>)>(QUEUE);
+                let (tx, done) = channel();
+                let thread = std::thread::Builder::new()
+                    .name(format!("{name}-jit"))
+                    .spawn(move || {
+                        for (tag, region) in rx {
+                            let t = Instant::now();
+                            let code = compiler.compile(&region, tag.gen);
+                            let ns = t.elapsed().as_nanos() as u64;
+                            let f = Finished {
+                                tag,
+                                region,
+                                code,
+                                ns,
+                            };
+                            if tx.send(f).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| format!("starting the compiler thread: {e}"))?;
+                Mode::Background {
+                    inline: None,
+                    jobs: Some(jobs),
+                    done,
+                    thread: Some(thread),
+                }
+            }
         };
-        set(&mut flags, "opt_level", &std::env::var("DVX_OPT").unwrap_or("speed".into()))?;
-        set(
-            &mut flags,
-            "enable_verifier",
-            if cfg!(debug_assertions) { "true" } else { "false" },
-        )?;
-        let isa = cranelift_native::builder()
-            .map_err(|e| format!("no code generator for this host: {e}"))?
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| format!("code generator: {e}"))?;
-        let arena =
-            CodeArena::new(ARENA_SIZE).map_err(|e| format!("code space for compiled blocks: {e}"))?;
         Ok(Jit {
-            ctx: Context::new(),
-            fctx: FunctionBuilderContext::new(),
-            isa,
+            mode,
             arena,
             threshold: threshold.max(1),
             stats: JitStats::default(),
         })
     }
 
-    /// Compile a block's instructions.
-    pub fn compile(&mut self, insts: &[Inst]) -> Compiled {
+    /// Compile (or queue for compiling) the region entered at the block `insts` at `tag.hpa`,
+    /// whose page has generation `tag.gen` (checked by the caller just now).
+    pub fn compile(
+        &mut self,
+        mem: &PhysMemory,
+        tag: JobTag,
+        insts: &[Inst],
+        inline: bool,
+        hot: impl Fn(u64) -> bool,
+    ) -> Compiled {
         let t = Instant::now();
-        self.ctx.clear();
-        let helpers = Helpers {
-            load: load_helper as *const () as usize,
-            store: store_helper as *const () as usize,
-        };
-        let n = translate::translate(
-            &mut self.ctx.func,
-            &mut self.fctx,
-            self.isa.default_call_conv(),
-            insts,
-            helpers,
-        );
-        if n == 0 {
+        let Some(region) = region::build(mem, tag.hpa, insts, hot) else {
             return Compiled::Never;
+        };
+        // A store to the page while it was being decoded: try again another time.
+        if mem.code_gen(tag.hpa) != tag.gen {
+            return Compiled::Stale;
         }
-        let code = match self.ctx.compile(&*self.isa, &mut ControlPlane::default()) {
-            // Helpers are called through addresses in registers and no data is referenced,
-            // so the code needs no relocation; refuse it if Cranelift thought otherwise.
-            Ok(c) if c.buffer.relocs().is_empty() => c.code_buffer(),
-            _ => {
-                self.stats.failed += 1;
-                return Compiled::Never;
+        let c = match &mut self.mode {
+            Mode::Inline(c) => c,
+            Mode::Background { inline: c, .. } if inline => match c {
+                Some(c) => c,
+                None => match Compiler::new() {
+                    Ok(n) => c.insert(Box::new(n)),
+                    Err(_) => return Compiled::Never,
+                },
+            },
+            Mode::Background { jobs, .. } => {
+                return match jobs.as_ref().map(|j| j.try_send((tag, Box::new(region)))) {
+                    Some(Ok(())) => Compiled::Queued,
+                    _ => Compiled::Busy,
+                };
             }
         };
+        let Some(code) = c.compile(&region, tag.gen) else {
+            self.stats.failed += 1;
+            return Compiled::Never;
+        };
+        let ns = t.elapsed().as_nanos() as u64;
+        self.install(&code, Box::new(region), ns)
+    }
+
+    /// Copy compiled code for `region` into the code space.
+    pub fn install(&mut self, code: &[u8], region: Box<Region>, ns: u64) -> Compiled {
         let Some(addr) = self.arena.push(code) else {
             return Compiled::Full;
         };
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
-        self.stats.compile_ns += t.elapsed().as_nanos() as u64;
+        self.stats.compile_ns += ns;
+        self.stats.parts += region.parts.len() as u64;
         // SAFETY: `addr` holds a complete function Cranelift generated for the host with the
         // host's default (C) calling convention and the signature `fn(*mut JitEnv) -> u64`.
-        Compiled::Code(unsafe { std::mem::transmute::<usize, JitFn>(addr) })
+        let f = unsafe { std::mem::transmute::<usize, JitFn>(addr) };
+        Compiled::Code(f, region)
+    }
+
+    /// Background compilations that have finished since the last call.
+    pub fn finished(&mut self) -> Vec<Finished> {
+        match &self.mode {
+            Mode::Inline(_) => Vec::new(),
+            Mode::Background { done, .. } => done.try_iter().collect(),
+        }
+    }
+
+    /// A compilation Cranelift refused.
+    pub fn refused(&mut self) {
+        self.stats.failed += 1;
     }
 
     /// Forget all code: the caller has dropped every function pointer it handed out.
     pub fn reset(&mut self) {
         self.arena.reset();
         self.stats.resets += 1;
+    }
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        if let Mode::Background { jobs, thread, .. } = &mut self.mode {
+            // Closing the queue ends the compiler thread after its current region.
+            jobs.take();
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
     }
 }
 

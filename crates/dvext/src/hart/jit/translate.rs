@@ -16,6 +16,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
+use super::region::Region;
 use super::{JitEnv, RET_TRAP};
 use crate::hart::inst::{Inst, Op, X0_SINK};
 use crate::hart::tlb::{TlbEntry, TLB_BITS};
@@ -117,7 +118,16 @@ struct Tx<'a, 'b> {
     /// The block's guest virtual address, a run-time value: blocks are shared by every
     /// virtual alias of their physical page, so no guest address is baked into the code.
     pc0v: Value,
+    region: &'a Region,
+    /// The part being emitted, and its instructions.
+    part: usize,
     insts: &'a [Inst],
+    /// First IR block of each part.
+    heads: Vec<IrBlock>,
+    /// Instructions retired by the parts run before the current one (a variable: loops).
+    retired: Variable,
+    /// The code page's generation when the region was decoded.
+    gen: u32,
     helper_sig: [cranelift_codegen::ir::SigRef; 2],
     helpers: Helpers,
     /// The shared trap exit (parameter: index of the trapping instruction), once needed.
@@ -150,16 +160,71 @@ impl Tx<'_, '_> {
         }
     }
 
-    /// Leave the block after `retired` instructions, continuing at `next`.
-    fn exit(&mut self, next: Value, retired: usize) {
+    /// Leave the function after `k` instructions of the current part, continuing at `next`.
+    fn leave(&mut self, next: Value, k: usize) {
         self.b.ins().store(
             flags(),
             next,
             self.env,
             off(std::mem::offset_of!(JitEnv, next_pc)),
         );
-        let r = self.b.ins().iconst(I64, retired as i64);
+        let before = self.b.use_var(self.retired);
+        let r = self.b.ins().iadd_imm(before, k as i64);
         self.b.ins().return_(&[r]);
+    }
+
+    fn env_field(&mut self, ty: Type, field: usize) -> Value {
+        self.b.ins().load(ty, flags(), self.env, off(field))
+    }
+
+    /// Continue at `delta` bytes from the region's entry after `k` instructions of the
+    /// current part: inside the region if that is one of its parts and nothing asks the run
+    /// loop to look (the block budget is spent, a request is pending, the page was written),
+    /// else leave.
+    fn goto(&mut self, delta: i64, k: usize) {
+        let Some(m) = self.region.find(delta) else {
+            let t = self.pc_plus(delta);
+            self.leave(t, k);
+            return;
+        };
+        let out = self.b.create_block();
+        let budget = self.env_field(I64, std::mem::offset_of!(JitEnv, budget));
+        let budget = self.b.ins().iadd_imm(budget, -1);
+        self.b.ins().store(
+            flags(),
+            budget,
+            self.env,
+            off(std::mem::offset_of!(JitEnv, budget)),
+        );
+        let c1 = self.b.create_block();
+        self.b.ins().brif(budget, c1, &[], out, &[]);
+        self.b.switch_to_block(c1);
+        self.b.seal_block(c1);
+        let req_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, req));
+        let req = self.b.ins().load(I32, flags(), req_ptr, 0);
+        let c2 = self.b.create_block();
+        self.b.ins().brif(req, out, &[], c2, &[]);
+        self.b.switch_to_block(c2);
+        self.b.seal_block(c2);
+        let gen_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, page_gen));
+        let gen = self.b.ins().load(I32, flags(), gen_ptr, 0);
+        let same = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::Equal, gen, self.gen as i32 as i64);
+        let c3 = self.b.create_block();
+        self.b.ins().brif(same, c3, &[], out, &[]);
+        self.b.switch_to_block(c3);
+        self.b.seal_block(c3);
+        let before = self.b.use_var(self.retired);
+        let now = self.b.ins().iadd_imm(before, k as i64);
+        self.b.def_var(self.retired, now);
+        self.b.ins().jump(self.heads[m], &[]);
+
+        self.b.switch_to_block(out);
+        self.b.seal_block(out);
+        let t = self.pc_plus(delta);
+        self.leave(t, k);
     }
 
     /// Branch to the trap exit if `status` (a helper's result) is nonzero, else to `ok`.
@@ -169,16 +234,24 @@ impl Tx<'_, '_> {
             self.b.append_block_param(blk, I64);
             blk
         });
-        let idx = self.b.ins().iconst(I64, (RET_TRAP | i as u64) as i64);
+        let code = RET_TRAP | (self.part as u64) << 16 | i as u64;
+        let idx = self.b.ins().iconst(I64, code as i64);
         self.b.ins().brif(status, exit, &[idx.into()], ok, &[]);
     }
 
-    /// Fill in the trap exit: return the trapping instruction's index (the engine left the
-    /// trap in the hart's trap slot).
+    /// Fill in the trap exit: record the instructions retired by earlier parts and return
+    /// which instruction trapped (the engine left the trap in the hart's trap slot).
     fn finish_trap_exit(&mut self) {
         if let Some(blk) = self.trap_exit {
             self.b.switch_to_block(blk);
             self.b.seal_block(blk);
+            let before = self.b.use_var(self.retired);
+            self.b.ins().store(
+                flags(),
+                before,
+                self.env,
+                off(std::mem::offset_of!(JitEnv, retired)),
+            );
             let r = self.b.block_params(blk)[0];
             self.b.ins().return_(&[r]);
         }
@@ -189,10 +262,7 @@ impl Tx<'_, '_> {
         let ins = self.b.ins();
         let table = ins.load(I64, flags(), self.env, off(table_field));
         let slot = self.b.ins().ushr_imm(va, PAGE_SHIFT as i64);
-        let slot = self
-            .b
-            .ins()
-            .band_imm(slot, ((1u64 << TLB_BITS) - 1) as i64);
+        let slot = self.b.ins().band_imm(slot, ((1u64 << TLB_BITS) - 1) as i64);
         let byte_off = self
             .b
             .ins()
@@ -346,11 +416,7 @@ impl Tx<'_, '_> {
     /// Signed division or remainder with RISC-V's results for a zero divisor and overflow.
     fn sdivrem(&mut self, a: Value, b: Value, ty: Type, rem: bool) -> Value {
         let zero = self.b.ins().icmp_imm(IntCC::Equal, b, 0);
-        let min = if ty == I32 {
-            i32::MIN as i64
-        } else {
-            i64::MIN
-        };
+        let min = if ty == I32 { i32::MIN as i64 } else { i64::MIN };
         let a_min = self.b.ins().icmp_imm(IntCC::Equal, a, min);
         let b_m1 = self.b.ins().icmp_imm(IntCC::Equal, b, -1);
         let ovf = self.b.ins().band(a_min, b_m1);
@@ -389,7 +455,8 @@ impl Tx<'_, '_> {
     /// Emit instruction `i`. Returns false if it ended the function (a control transfer).
     fn inst(&mut self, i: usize) -> bool {
         let inst = self.insts[i];
-        let at = inst.off as i64;
+        // Offset from the region's entry.
+        let at = self.region.parts[self.part].delta + inst.off as i64;
         let next_seq = at + inst.len() as i64;
         let imm = inst.imm as i64;
         use Op::*;
@@ -405,8 +472,7 @@ impl Tx<'_, '_> {
             Jal => {
                 let link = self.pc_plus(next_seq);
                 self.write(inst.rd, link);
-                let t = self.pc_plus(at.wrapping_add(imm));
-                self.exit(t, i + 1);
+                self.goto(at.wrapping_add(imm), i + 1);
                 return false;
             }
             Jalr => {
@@ -415,7 +481,7 @@ impl Tx<'_, '_> {
                 let t = self.b.ins().band_imm(t, !1);
                 let link = self.pc_plus(next_seq);
                 self.write(inst.rd, link);
-                self.exit(t, i + 1);
+                self.leave(t, i + 1);
                 return false;
             }
             Beq | Bne | Blt | Bge | Bltu | Bgeu => {
@@ -435,8 +501,7 @@ impl Tx<'_, '_> {
                 for (blk, delta) in [(taken, at.wrapping_add(imm)), (not, next_seq)] {
                     self.b.switch_to_block(blk);
                     self.b.seal_block(blk);
-                    let t = self.pc_plus(delta);
-                    self.exit(t, i + 1);
+                    self.goto(delta, i + 1);
                 }
                 return false;
             }
@@ -591,51 +656,35 @@ fn read_mask(inst: &Inst) -> u32 {
     use Op::*;
     let (r1, r2) = match inst.op {
         Lui | Auipc | Jal | Fence => (false, false),
-        Jalr | Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Addi | Slti | Sltiu | Xori | Ori
-        | Andi | Slli | Srli | Srai | Addiw | Slliw | Srliw | Sraiw => (true, false),
+        Jalr | Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Addi | Slti | Sltiu | Xori | Ori | Andi
+        | Slli | Srli | Srai | Addiw | Slliw | Srliw | Sraiw => (true, false),
         _ => (true, true),
     };
     let bit = |r: u8| if r == 0 || r >= 32 { 0 } else { 1u32 << r };
     (if r1 { bit(inst.rs1) } else { 0 }) | (if r2 { bit(inst.rs2) } else { 0 })
 }
 
-/// Integer registers `inst` writes.
-fn written_mask(inst: &Inst) -> u32 {
-    use Op::*;
-    match inst.op {
-        Beq | Bne | Blt | Bge | Bltu | Bgeu | Sb | Sh | Sw | Sd | Fence => 0,
-        _ if inst.rd == 0 || inst.rd >= 32 => 0,
-        _ => 1 << inst.rd,
-    }
-}
-
-/// Build `func` for the compilable prefix of `insts`. Returns the
-/// number of instructions compiled (0: the block starts with something only the interpreter
-/// does, and `func` is left unusable).
+/// Build `func` for `region`, whose code page had generation `gen` when it was decoded.
 pub(crate) fn translate(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
     call_conv: CallConv,
-    insts: &[Inst],
+    region: &Region,
+    gen: u32,
     helpers: Helpers,
-) -> usize {
-    let n = insts.iter().take_while(|i| supported(i.op)).count();
-    if n == 0 {
-        return 0;
-    }
-    let insts = &insts[..n];
+) {
     let mut sig = Signature::new(call_conv);
     sig.params.push(AbiParam::new(I64));
     sig.returns.push(AbiParam::new(I64));
     func.signature = sig;
 
-    // Registers read before the block writes them are loaded on entry.
-    let mut written = 0u32;
-    let mut reads = 0u32;
-    for inst in insts {
-        reads |= read_mask(inst) & !written;
-        written |= written_mask(inst);
-    }
+    // Registers the region may read before writing them are loaded on entry (all registers
+    // any part reads: with loops, "before" is not a straight line).
+    let reads = region
+        .parts
+        .iter()
+        .flat_map(|p| p.insts.iter())
+        .fold(0u32, |m, inst| m | read_mask(inst));
 
     let mut b = FunctionBuilder::new(func, fctx);
     let mut helper_sig = |nargs: usize| {
@@ -657,39 +706,62 @@ pub(crate) fn translate(
     for r in 1..32 {
         b.declare_var(Variable::new(r), I64);
     }
-    let x_base = b.ins().load(I64, flags(), env, off(std::mem::offset_of!(JitEnv, x)));
-    let pc0v = b.ins().load(I64, flags(), env, off(std::mem::offset_of!(JitEnv, pc0)));
+    let retired = Variable::new(32);
+    b.declare_var(retired, I64);
+    let zero = b.ins().iconst(I64, 0);
+    b.def_var(retired, zero);
+    let x_base = b
+        .ins()
+        .load(I64, flags(), env, off(std::mem::offset_of!(JitEnv, x)));
+    let pc0v = b
+        .ins()
+        .load(I64, flags(), env, off(std::mem::offset_of!(JitEnv, pc0)));
     for r in 1..32 {
         if reads & (1 << r) != 0 {
             let v = b.ins().load(I64, flags(), x_base, off(r * 8));
             b.def_var(Variable::new(r), v);
         }
     }
+    let heads: Vec<IrBlock> = region.parts.iter().map(|_| b.create_block()).collect();
+    b.ins().jump(heads[0], &[]);
     let mut tx = Tx {
         b: &mut b,
         env,
         x_base,
         pc0v,
-        insts,
+        region,
+        part: 0,
+        insts: &region.parts[0].insts,
+        heads,
+        retired,
+        gen,
         helper_sig: [load_sig, store_sig],
         helpers,
         trap_exit: None,
     };
-    let mut open = true;
-    for i in 0..n {
-        if !tx.inst(i) {
-            open = false;
-            break;
+    for (j, part) in region.parts.iter().enumerate() {
+        tx.part = j;
+        tx.insts = &part.insts;
+        tx.b.switch_to_block(tx.heads[j]);
+        let n = part.insts.len();
+        let mut open = true;
+        for i in 0..n {
+            if !tx.inst(i) {
+                open = false;
+                break;
+            }
+        }
+        if open {
+            // The part went on past what was compiled (page end, length limit, or an
+            // instruction only the interpreter runs): continue after the last one.
+            let last = part.insts[n - 1];
+            tx.goto(part.delta + last.off as i64 + last.len() as i64, n);
         }
     }
-    if open {
-        // The block went on past what was compiled (page end, length limit, or an
-        // instruction only the interpreter runs): continue after the last one.
-        let last = insts[n - 1];
-        let t = tx.pc_plus(last.off as i64 + last.len() as i64);
-        tx.exit(t, n);
+    // Jumps into parts come from anywhere in the function: seal once all are emitted.
+    for &h in &tx.heads {
+        tx.b.seal_block(h);
     }
     tx.finish_trap_exit();
     b.finalize();
-    n
 }

@@ -1,0 +1,146 @@
+//! Regions: a hot block plus the blocks it reaches by direct jumps on the same page, compiled
+//! into one function so that loops run without returning to the run loop.
+//!
+//! Staying on one page keeps every part of a region under the same translation (the entry was
+//! fetched through the TLB, and nothing that changes translations is compiled) and the same
+//! code generation counter, which the compiled code checks whenever it moves from one part to
+//! another: a store to the page ends the region at the next such move, as it ends a block in
+//! the interpreter.
+
+use crate::hart::decode;
+use crate::hart::inst::{Inst, Op};
+use crate::phys_mem::{PhysMemory, PAGE_SIZE};
+
+use super::translate::supported;
+use crate::hart::block::MAX_BLOCK_INSTS;
+
+/// Largest number of blocks in one region (bounds compile time and code size).
+pub(crate) const MAX_PARTS: usize = 12;
+
+/// One block of a region: its compiled instructions, `delta` bytes from the entry.
+pub(crate) struct Part {
+    pub delta: i64,
+    pub insts: Box<[Inst]>,
+}
+
+pub(crate) struct Region {
+    /// `parts[0]` is the entry block.
+    pub parts: Vec<Part>,
+}
+
+impl Region {
+    /// The part starting `delta` bytes from the entry.
+    pub fn find(&self, delta: i64) -> Option<usize> {
+        self.parts.iter().position(|p| p.delta == delta)
+    }
+
+    /// Whether every part still matches the instructions in memory (`entry_hpa`: where the
+    /// entry block starts).
+    pub fn matches(&self, mem: &PhysMemory, entry_hpa: u64) -> bool {
+        self.parts.iter().all(|p| {
+            p.insts.iter().all(|inst| {
+                let a = entry_hpa.wrapping_add_signed(p.delta) + inst.off as u64;
+                let lo = mem.load_u16_unchecked(a) as u32;
+                let raw = if inst.raw & 3 == 3 {
+                    lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
+                } else {
+                    lo
+                };
+                raw == inst.raw
+            })
+        })
+    }
+}
+
+/// Guest-relative targets (bytes from the start of the part) a part can continue at without
+/// leaving the page: branch targets, `jal` targets, and the next instruction.
+fn successors(insts: &[Inst]) -> Vec<i64> {
+    let last = insts[insts.len() - 1];
+    let at = last.off as i64;
+    let next = at + last.len() as i64;
+    match last.op {
+        Op::Beq | Op::Bne | Op::Blt | Op::Bge | Op::Bltu | Op::Bgeu => {
+            vec![at + last.imm as i64, next]
+        }
+        Op::Jal => vec![at + last.imm as i64],
+        Op::Jalr => vec![],
+        _ => vec![next],
+    }
+}
+
+/// Decode the block at `hpa` (same rules as the engine's block builder) and keep its
+/// compilable prefix; None if that is empty.
+fn decode_part(mem: &PhysMemory, hpa: u64) -> Option<Box<[Inst]>> {
+    let page_end = (hpa | (PAGE_SIZE - 1)) + 1;
+    let mut insts = Vec::new();
+    let mut a = hpa;
+    while a < page_end && insts.len() < MAX_BLOCK_INSTS {
+        let lo = mem.load_u16_unchecked(a) as u32;
+        let raw = if lo & 3 == 3 {
+            if a + 2 >= page_end {
+                break;
+            }
+            lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
+        } else {
+            lo
+        };
+        let mut inst = decode::decode(raw);
+        inst.off = (a - hpa) as u16;
+        if !supported(inst.op) {
+            break;
+        }
+        a += inst.len();
+        let end = inst.ends_block();
+        insts.push(inst);
+        if end {
+            break;
+        }
+    }
+    (!insts.is_empty()).then(|| insts.into_boxed_slice())
+}
+
+/// The region entered at `entry_hpa`, whose block decoded to `entry` (None if the block starts
+/// with an instruction only the interpreter runs). Other blocks join only if `hot` says they
+/// have run often themselves: cold paths out of a loop stay exits, which keeps regions small
+/// and quick to compile.
+pub(crate) fn build(
+    mem: &PhysMemory,
+    entry_hpa: u64,
+    entry: &[Inst],
+    hot: impl Fn(u64) -> bool,
+) -> Option<Region> {
+    let n = entry.iter().take_while(|i| supported(i.op)).count();
+    if n == 0 {
+        return None;
+    }
+    let page_off = (entry_hpa & (PAGE_SIZE - 1)) as i64;
+    let mut region = Region {
+        parts: vec![Part {
+            delta: 0,
+            insts: entry[..n].into(),
+        }],
+    };
+    let mut next = 0;
+    while next < region.parts.len() {
+        let p = &region.parts[next];
+        let base = p.delta;
+        // A part cut short by an instruction only the interpreter runs "continues" there:
+        // that target decodes to nothing compilable and stays an exit.
+        for t in successors(&p.insts) {
+            let delta = base + t;
+            let off = page_off + delta;
+            if !(0..PAGE_SIZE as i64).contains(&off)
+                || region.find(delta).is_some()
+                || region.parts.len() >= MAX_PARTS
+                || !hot(entry_hpa.wrapping_add_signed(delta))
+            {
+                continue;
+            }
+            if let Some(insts) = decode_part(mem, entry_hpa.wrapping_add_signed(delta)) {
+                region.parts.push(Part { delta, insts });
+            }
+        }
+        next += 1;
+    }
+    Some(region)
+}
