@@ -89,8 +89,15 @@ impl CodeArena {
         Some(self.rx.as_ptr() as usize + start)
     }
 
-    /// Forget every function. The caller must have dropped all pointers `push` returned.
+    /// Forget every function and give the memory back to the host. The caller must have
+    /// dropped all pointers `push` returned.
     pub fn reset(&mut self) {
+        let used = self.used.div_ceil(4096) * 4096;
+        if used > 0 {
+            // SAFETY: the first `used` bytes of our own shared mapping; MADV_REMOVE frees the
+            // memfd's pages behind both views, which then read as zero. No code there runs.
+            unsafe { libc::madvise(self.rw.as_ptr().cast(), used, libc::MADV_REMOVE) };
+        }
         self.used = 0;
     }
 }

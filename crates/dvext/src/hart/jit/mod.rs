@@ -75,8 +75,11 @@ pub(crate) struct JitEnv {
 /// a millisecond; measured on the Debian guest: 64 compiled 22k regions during boot, 1000 about
 /// 4k, and boot got faster).
 pub const DEFAULT_THRESHOLD: u32 = 1000;
-/// Code space per hart (virtual; pages are only backed once code is written to them).
-const ARENA_SIZE: usize = 64 << 20;
+/// Code space per hart. When it is full every compiled region is dropped and the space is
+/// returned to the host, so this bounds the tier's memory: it is a cache, hot code is compiled
+/// again within milliseconds. (A Linux boot and the benchmark's CPU workload on one vCPU
+/// generate about 10 MiB of code in all, most of it for code that has gone cold.)
+const ARENA_SIZE: usize = 6 << 20;
 
 /// Counters for `--stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
