@@ -3,15 +3,20 @@
 //! Only the hypervisor plane programs it (through [`crate::HypervisorControl`]). Every G-stage
 //! walk and every final translation is checked against it before any memory is touched.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 
 /// A VM identifier as written to hugatp.VMID.
 pub type Vmid = u16;
 
+/// Grants by VMID: a short list searched linearly (a host runs a handful of VMs, and a hash
+/// of the VMID showed up in profiles of TLB refills, which check the PMC several times each).
 #[derive(Debug, Default)]
 pub struct Pmc {
-    grants: RwLock<HashMap<Vmid, Vec<(u64, u64)>>>,
+    grants: RwLock<Vec<(Vmid, Vec<(u64, u64)>)>>,
+}
+
+fn ranges_of(g: &[(Vmid, Vec<(u64, u64)>)], vmid: Vmid) -> Option<&Vec<(u64, u64)>> {
+    g.iter().find(|(v, _)| *v == vmid).map(|(_, r)| r)
 }
 
 impl Pmc {
@@ -22,7 +27,14 @@ impl Pmc {
     /// Allow `vmid` to reach `[base, base + len)`.
     pub(crate) fn grant(&self, vmid: Vmid, base: u64, len: u64) {
         let mut g = self.grants.write().unwrap_or_else(|e| e.into_inner());
-        let v = g.entry(vmid).or_default();
+        let i = match g.iter().position(|(v, _)| *v == vmid) {
+            Some(i) => i,
+            None => {
+                g.push((vmid, Vec::new()));
+                g.len() - 1
+            }
+        };
+        let v = &mut g[i].1;
         v.push((base, base + len));
         v.sort_unstable();
     }
@@ -32,7 +44,7 @@ impl Pmc {
         self.grants
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&vmid);
+            .retain(|(v, _)| *v != vmid);
     }
 
     /// Whether `vmid` may access `[hpa, hpa + len)` (which must lie inside one grant).
@@ -41,14 +53,13 @@ impl Pmc {
             return false;
         };
         let g = self.grants.read().unwrap_or_else(|e| e.into_inner());
-        g.get(&vmid)
-            .is_some_and(|ranges| ranges.iter().any(|&(b, e)| b <= hpa && end <= e))
+        ranges_of(&g, vmid).is_some_and(|ranges| ranges.iter().any(|&(b, e)| b <= hpa && end <= e))
     }
 
     /// The ranges granted to `vmid`, sorted by base.
     pub fn ranges(&self, vmid: Vmid) -> Vec<(u64, u64)> {
         let g = self.grants.read().unwrap_or_else(|e| e.into_inner());
-        g.get(&vmid).cloned().unwrap_or_default()
+        ranges_of(&g, vmid).cloned().unwrap_or_default()
     }
 }
 
