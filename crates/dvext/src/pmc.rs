@@ -12,10 +12,13 @@ pub type Vmid = u16;
 /// of the VMID showed up in profiles of TLB refills, which check the PMC several times each).
 #[derive(Debug, Default)]
 pub struct Pmc {
-    grants: RwLock<Vec<(Vmid, Vec<(u64, u64)>)>>,
+    grants: RwLock<Vec<Grants>>,
 }
 
-fn ranges_of(g: &[(Vmid, Vec<(u64, u64)>)], vmid: Vmid) -> Option<&Vec<(u64, u64)>> {
+/// A VMID and its `[base, end)` ranges, sorted by base.
+type Grants = (Vmid, Vec<(u64, u64)>);
+
+fn ranges_of(g: &[Grants], vmid: Vmid) -> Option<&Vec<(u64, u64)>> {
     g.iter().find(|(v, _)| *v == vmid).map(|(_, r)| r)
 }
 
