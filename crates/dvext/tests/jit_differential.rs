@@ -1,5 +1,6 @@
 //! The compiling tier against the interpreter: random programs of integer, multiply/divide,
-//! load, store and branch instructions (the operations the tier compiles), run in a loop so
+//! load, store and branch instructions (the operations the tier compiles) and atomics (which
+//! compiled regions hand to the interpreter on the spot), run in a loop so
 //! that whole regions (several blocks, back edges) are compiled, must leave the same
 //! registers, the same memory and the same retired-instruction count either way.
 
@@ -77,7 +78,7 @@ fn program(rng: &mut Rng, rvc: bool) -> String {
             rng.pick(REGS)
         };
         let (a, b) = (rng.pick(REGS), rng.pick(REGS));
-        let line = match rng.below(9) {
+        let line = match rng.below(10) {
             0..=2 => format!("{} {rd}, {a}, {b}", rng.pick(RR)),
             3 => format!(
                 "{} {rd}, {a}, {}",
@@ -99,6 +100,11 @@ fn program(rng: &mut Rng, rvc: bool) -> String {
                 } else {
                     format!("auipc {rd}, {}", rng.below(1 << 20))
                 }
+            }
+            8 => {
+                // Atomics have no compiled form: the region has the interpreter run them.
+                let amo = rng.pick(&["amoadd.w", "amoxor.d", "amoswap.d", "amomaxu.w", "amomin.d"]);
+                format!("{amo} {rd}, {a}, (s0)")
             }
             _ => {
                 // A forward branch over one instruction: splits the loop into blocks.

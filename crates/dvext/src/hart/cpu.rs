@@ -67,6 +67,11 @@ pub(crate) struct Cpu {
     pub resv: Option<(u64, u64, u64)>,
     /// A trap raised in a compiled block's slow path, handed to the run loop.
     pub jit_trap: Option<super::trap::Trap>,
+    /// How an instruction a compiled region had the interpreter run ended, when it did not
+    /// simply complete (it trapped), handed to the run loop.
+    pub jit_flow: Option<super::exec::Flow>,
+    /// Traps raised by instructions (to tell a completed instruction from a trapping one).
+    pub traps: u64,
     pub tlb: Tlb,
 
     pub mem: Arc<PhysMemory>,
@@ -117,6 +122,8 @@ impl Cpu {
             clock_instret: 0,
             resv: None,
             jit_trap: None,
+            jit_flow: None,
+            traps: 0,
             tlb: Tlb::new(),
             mem: platform.mem.clone(),
             pmc: platform.pmc.clone(),

@@ -76,6 +76,7 @@ impl Cpu {
     #[cold]
     #[inline(never)]
     pub(crate) fn trap_flow(&mut self, mut trap: Trap, inst: &Inst, pc: u64) -> Flow {
+        self.traps += 1;
         if let Trap::Exc { cause, htinst, .. } = &mut trap {
             if matches!(
                 *cause,

@@ -25,7 +25,7 @@ use block::{Block, BlockCache, COMPILING, MAX_BLOCK_INSTS, NEVER_COMPILE};
 use cpu::{Cpu, CLOCK_INTERVAL, POLL_INTERVAL};
 use exec::Flow;
 use inst::Inst;
-use jit::{Compiled, Jit, JitEnv, JitFn, JobTag, RET_TRAP};
+use jit::{Compiled, Jit, JitEnv, JitFn, JobTag, RET_FLOW, RET_TRAP};
 use mmu::Access;
 use tlb::{ACC_READ, ACC_WRITE};
 use trap::Trap;
@@ -625,6 +625,15 @@ impl Hart {
             return Flow::Next;
         }
         let (j, k) = (((r >> 16) & 0xffff) as usize, (r & 0xffff) as usize);
+        if r & RET_FLOW != 0 {
+            // The interpreter ran instruction k and it trapped: already raised.
+            self.cpu.instret += env.retired + k as u64;
+            return self
+                .cpu
+                .jit_flow
+                .take()
+                .expect("a compiled region reported an interpreted trap without one");
+        }
         let trap = self
             .cpu
             .jit_trap

@@ -38,6 +38,9 @@ pub(crate) type JitFn = unsafe extern "C" fn(*mut JitEnv) -> u64;
 /// instructions of earlier parts; otherwise the region ended normally, the return value is
 /// the number of instructions retired and `JitEnv::next_pc` is where to continue.
 pub(crate) const RET_TRAP: u64 = 1 << 63;
+/// With [`RET_TRAP`]: the instruction was one the interpreter ran for the region, and how it
+/// ended is in `Cpu::jit_flow` (instead of a trap in `Cpu::jit_trap`).
+pub(crate) const RET_FLOW: u64 = 1 << 62;
 
 /// What a compiled block works on, set up by the run loop for each call.
 #[repr(C)]
@@ -175,6 +178,7 @@ impl Compiler {
         let helpers = Helpers {
             load: load_helper as *const () as usize,
             store: store_helper as *const () as usize,
+            interp: interp_helper as *const () as usize,
         };
         translate::translate(
             &mut self.ctx.func,
@@ -372,6 +376,29 @@ unsafe extern "C" fn load_helper(env: *mut JitEnv, va: u64, size: u64) -> u64 {
             1
         }
     }
+}
+
+/// An instruction the region has the interpreter run (atomics, floating point).
+///
+/// # Safety
+/// As for [`load_helper`]; `inst` points at an instruction of the running region.
+unsafe extern "C" fn interp_helper(env: *mut JitEnv, inst: *const Inst, delta: i64) -> u64 {
+    // SAFETY: as in `load_helper`; the region owns the instruction and outlives its code.
+    let env = unsafe { &mut *env };
+    let cpu = unsafe { &mut *env.cpu };
+    let inst = unsafe { *inst };
+    let (instret, traps) = (cpu.instret, cpu.traps);
+    let flow = cpu.exec_block(
+        std::slice::from_ref(&inst),
+        env.pc0.wrapping_add_signed(delta),
+    );
+    if cpu.traps == traps && matches!(flow, super::exec::Flow::Next) {
+        // Completed: the compiled code counts it (and sets pc) itself.
+        cpu.instret = instret;
+        return 0;
+    }
+    cpu.jit_flow = Some(flow);
+    1
 }
 
 /// A store the inline path could not do (also every store to a page with decoded code).

@@ -11,7 +11,7 @@ use crate::hart::decode;
 use crate::hart::inst::{Inst, Op};
 use crate::phys_mem::{PhysMemory, PAGE_SIZE};
 
-use super::translate::supported;
+use super::translate::compilable;
 use crate::hart::block::MAX_BLOCK_INSTS;
 
 /// Largest number of blocks in one region (bounds compile time and code size).
@@ -86,7 +86,7 @@ fn decode_part(mem: &PhysMemory, hpa: u64) -> Option<Box<[Inst]>> {
         };
         let mut inst = decode::decode(raw);
         inst.off = (a - hpa) as u16;
-        if !supported(inst.op) {
+        if !compilable(&inst) {
             break;
         }
         a += inst.len();
@@ -109,7 +109,7 @@ pub(crate) fn build(
     entry: &[Inst],
     hot: impl Fn(u64) -> bool,
 ) -> Option<Region> {
-    let n = entry.iter().take_while(|i| supported(i.op)).count();
+    let n = entry.iter().take_while(|i| compilable(i)).count();
     if n == 0 {
         return None;
     }

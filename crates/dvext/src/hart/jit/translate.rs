@@ -17,7 +17,7 @@ use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 use super::region::Region;
-use super::{JitEnv, RET_TRAP};
+use super::{JitEnv, RET_FLOW, RET_TRAP};
 use crate::hart::inst::{Inst, Op, X0_SINK};
 use crate::hart::tlb::{TlbEntry, TLB_BITS};
 use crate::phys_mem::PAGE_SHIFT;
@@ -29,6 +29,9 @@ pub(crate) struct Helpers {
     pub load: usize,
     /// `(env, va, size, value) -> status`.
     pub store: usize,
+    /// `(env, inst, delta) -> status`: the interpreter runs `*inst` of the part at
+    /// `pc0 + delta`.
+    pub interp: usize,
 }
 
 /// Whether the compiled tier implements `op` (anything else ends the compiled prefix).
@@ -99,6 +102,17 @@ pub(crate) fn supported(op: Op) -> bool {
             | Remuw
             | Fence
     )
+}
+
+/// Whether a region may contain `inst` by having the interpreter run it on the spot (atomics,
+/// floating point): everything that neither has a compiled form nor ends a block.
+pub(crate) fn interpreted_inline(inst: &Inst) -> bool {
+    !supported(inst.op) && !inst.ends_block()
+}
+
+/// Whether a region may contain `inst`.
+pub(crate) fn compilable(inst: &Inst) -> bool {
+    supported(inst.op) || interpreted_inline(inst)
 }
 
 /// Memory flags for the engine's own structures and guest RAM: never null, aligned where the
@@ -227,15 +241,39 @@ impl Tx<'_, '_> {
         self.leave(t, k);
     }
 
+    /// Have the interpreter run instruction `i`; leave if it trapped, else pick up the
+    /// register it may have written.
+    fn interpret(&mut self, i: usize) {
+        let inst = &self.insts[i];
+        let ptr = self.b.ins().iconst(I64, inst as *const Inst as i64);
+        // The part's start: the interpreter adds the instruction's own offset.
+        let delta = self.b.ins().iconst(I64, self.region.parts[self.part].delta);
+        let st = self.call_helper(2, &[self.env, ptr, delta]);
+        let ok = self.b.create_block();
+        self.trap_code_if(st, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        // Integer destinations were written to the register file; an FP destination's number
+        // reloads an integer register that is current in memory anyway (write-through).
+        let rd = inst.rd as usize;
+        if (1..32).contains(&rd) {
+            let v = self.b.ins().load(I64, flags(), self.x_base, off(rd * 8));
+            self.b.def_var(Variable::new(rd), v);
+        }
+    }
+
     /// Branch to the trap exit if `status` (a helper's result) is nonzero, else to `ok`.
     fn trap_if(&mut self, status: Value, i: usize, ok: IrBlock) {
+        self.trap_code_if(status, (self.part as u64) << 16 | i as u64, ok);
+    }
+
+    fn trap_code_if(&mut self, status: Value, what: u64, ok: IrBlock) {
         let exit = *self.trap_exit.get_or_insert_with(|| {
             let blk = self.b.create_block();
             self.b.append_block_param(blk, I64);
             blk
         });
-        let code = RET_TRAP | (self.part as u64) << 16 | i as u64;
-        let idx = self.b.ins().iconst(I64, code as i64);
+        let idx = self.b.ins().iconst(I64, (RET_TRAP | what) as i64);
         self.b.ins().brif(status, exit, &[idx.into()], ok, &[]);
     }
 
@@ -293,7 +331,8 @@ impl Tx<'_, '_> {
     fn call_helper(&mut self, which: usize, args: &[Value]) -> Value {
         let (addr, sig) = match which {
             0 => (self.helpers.load, self.helper_sig[0]),
-            _ => (self.helpers.store, self.helper_sig[1]),
+            1 => (self.helpers.store, self.helper_sig[1]),
+            _ => (self.helpers.interp, self.helper_sig[0]),
         };
         let callee = self.b.ins().iconst(I64, addr as i64);
         let call = self.b.ins().call_indirect(sig, callee, args);
@@ -535,6 +574,7 @@ impl Tx<'_, '_> {
                 };
                 self.store(i, va, size, v);
             }
+            _ if interpreted_inline(&inst) => self.interpret(i),
             Fence => {
                 let pred = (inst.raw >> 24) & 0xf;
                 let succ = (inst.raw >> 20) & 0xf;
