@@ -2,36 +2,16 @@
 //! found, kept after the fix) runs through the same library function as the cargo-fuzz target,
 //! together with hand-written seeds that pin down what the harnesses actually exercise.
 
-use std::path::PathBuf;
-
 use duvisor::fuzzing;
 use duvisor::loader::{LoaderError, IMAGE_MAGIC2};
 use duvisor::sbi::{self, SbiNext};
 use duvisor::vcpu::mmio::MmioResult;
 
-/// The saved inputs of fuzz target `target` (none yet is fine: the seeds below still run).
-fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/regressions")
-        .join(target);
-    let mut v: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v.into_iter()
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let data = std::fs::read(&p).unwrap();
-            (p, data)
-        })
-        .collect()
-}
-
 macro_rules! regression_test {
     ($name:ident, $target:literal, $f:path) => {
         #[test]
         fn $name() {
-            for (path, data) in regressions($target) {
+            for (path, data) in dvext::fuzzing::saved_inputs($target) {
                 eprintln!("{}: {}", $target, path.display());
                 let _ = $f(&data);
             }

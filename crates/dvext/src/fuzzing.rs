@@ -149,6 +149,26 @@ fn is_store(op: Op) -> bool {
     matches!(op, Sb | Sh | Sw | Sd | Fsw | Fsd)
 }
 
+/// The inputs saved for fuzz target `target` under `fuzz/regressions/<target>/` (crashes
+/// libFuzzer found, kept after the fix), in name order; none yet is fine. For the regression
+/// tests of this crate and of the VM plane.
+pub fn saved_inputs(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions")
+        .join(target);
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v.into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p, data)
+        })
+        .collect()
+}
+
 /// Decode one fetched word and check the decoder's contract (see `hart::decode`).
 pub fn check_decode(raw: u32) -> Inst {
     let inst = decode_word(raw);

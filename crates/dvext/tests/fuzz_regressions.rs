@@ -2,34 +2,14 @@
 //! found, kept after the fix) runs through the same library function as the cargo-fuzz target,
 //! together with hand-written seeds that pin down what the harnesses actually exercise.
 
-use std::path::PathBuf;
-
 use dvext::csr::cause;
 use dvext::fuzzing::{self, ENGINE_CONFIG_LEN};
 use dvext::hart::inst::Op;
 use dvext::{Exit, HaltReason};
 
-/// The saved inputs of fuzz target `target` (none yet is fine: the seeds below still run).
-fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/regressions")
-        .join(target);
-    let mut v: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v.into_iter()
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let data = std::fs::read(&p).unwrap();
-            (p, data)
-        })
-        .collect()
-}
-
 #[test]
 fn decode_regressions() {
-    for (path, data) in regressions("decode") {
+    for (path, data) in dvext::fuzzing::saved_inputs("decode") {
         eprintln!("decode: {}", path.display());
         fuzzing::decode(&data);
     }
@@ -67,7 +47,13 @@ fn decode_seeds() {
 
 #[test]
 fn engine_regressions() {
-    for (path, data) in regressions("engine") {
+    let saved = dvext::fuzzing::saved_inputs("engine");
+    // The engine target has found crashes; if none are found the path is wrong.
+    assert!(
+        !saved.is_empty(),
+        "no saved inputs under fuzz/regressions/engine"
+    );
+    for (path, data) in saved {
         eprintln!("engine: {}", path.display());
         fuzzing::engine(&data);
     }

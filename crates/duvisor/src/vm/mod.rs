@@ -128,6 +128,7 @@ impl VmShared {
         r.block_flushes += s.block_flushes;
         r.fence_i += s.fence_i;
         r.jit.compiled += s.jit.compiled;
+        r.jit.parts += s.jit.parts;
         r.jit.code_bytes += s.jit.code_bytes;
         r.jit.compile_ns += s.jit.compile_ns;
         r.jit.resets += s.jit.resets;
@@ -177,8 +178,9 @@ impl VmReport {
         if h.jit.compiled + h.jit.failed > 0 {
             writeln!(
                 out,
-                "compiled blocks      {} ({} KiB of host code, {:.3} s compiling, {} code-space resets, {} refused)",
+                "compiled regions     {} of {} blocks ({} KiB of host code, {:.3} s compiling, {} code-space resets, {} refused)",
                 h.jit.compiled,
+                h.jit.parts,
                 h.jit.code_bytes / 1024,
                 h.jit.compile_ns as f64 / 1e9,
                 h.jit.resets,

@@ -9,11 +9,58 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::decode;
 use super::inst::Inst;
 use super::jit::{JitFn, Region};
 use crate::phys_mem::PhysMemory;
 
 pub(crate) const MAX_BLOCK_INSTS: usize = 64;
+
+/// Decode the block starting at `hpa`: up to `MAX_BLOCK_INSTS` instructions, ending after one
+/// that ends blocks, at the end of the page, or before a 32-bit instruction that crosses it.
+/// `take` may stop it earlier, before the first instruction it refuses.
+pub(crate) fn decode_block(mem: &PhysMemory, hpa: u64, take: impl Fn(&Inst) -> bool) -> Vec<Inst> {
+    let page_end = (hpa | (crate::phys_mem::PAGE_SIZE - 1)) + 1;
+    let mut insts = Vec::with_capacity(16);
+    let mut a = hpa;
+    while a < page_end && insts.len() < MAX_BLOCK_INSTS {
+        let lo = mem.load_u16_unchecked(a) as u32;
+        let raw = if lo & 3 == 3 {
+            if a + 2 >= page_end {
+                break;
+            }
+            lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
+        } else {
+            lo
+        };
+        let mut inst = decode::decode(raw);
+        inst.off = (a - hpa) as u16;
+        if !take(&inst) {
+            break;
+        }
+        a += inst.len();
+        let end = inst.ends_block();
+        insts.push(inst);
+        if end {
+            break;
+        }
+    }
+    insts
+}
+
+/// Whether `insts`, decoded from the block at `hpa`, still match the bits in memory.
+pub(crate) fn matches_memory(mem: &PhysMemory, hpa: u64, insts: &[Inst]) -> bool {
+    insts.iter().all(|inst| {
+        let a = hpa + inst.off as u64;
+        let lo = mem.load_u16_unchecked(a) as u32;
+        let raw = if inst.raw & 3 == 3 {
+            lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
+        } else {
+            lo
+        };
+        raw == inst.raw
+    })
+}
 const JMP_BITS: u32 = 12;
 const JMP_SIZE: usize = 1 << JMP_BITS;
 /// Beyond this many blocks the cache is dropped wholesale (bounds memory on guests that
@@ -176,17 +223,8 @@ impl BlockCache {
     pub fn revalidate(&mut self, idx: u32, mem: &PhysMemory) -> bool {
         let epoch = self.epoch;
         let b = &mut self.blocks[idx as usize];
-        for inst in b.insts.iter() {
-            let a = b.hpa + inst.off as u64;
-            let lo = mem.load_u16_unchecked(a) as u32;
-            let raw = if inst.raw & 3 == 3 {
-                lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
-            } else {
-                lo
-            };
-            if raw != inst.raw {
-                return false;
-            }
+        if !matches_memory(mem, b.hpa, &b.insts) {
+            return false;
         }
         // The block is current; its compiled region also spans other blocks of the page.
         if b.region.as_ref().is_some_and(|r| !r.matches(mem, b.hpa)) {

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use block::{Block, BlockCache, COMPILING, MAX_BLOCK_INSTS, NEVER_COMPILE};
+use block::{Block, BlockCache, COMPILING, NEVER_COMPILE};
 use cpu::{Cpu, CLOCK_INTERVAL, POLL_INTERVAL};
 use exec::Flow;
 use inst::Inst;
@@ -586,35 +586,29 @@ impl Hart {
     #[inline(always)]
     fn run_compiled(&mut self, f: JitFn, i: u32, pc: u64) -> Flow {
         let hpa = self.cache.get(i).hpa;
-        let ctx = self.cpu.mmu_idx;
-        // Heap allocations outside `Cpu` that do not move while the VM exists.
-        let shared = (
-            self.cpu.tlb.table_ptr(ctx, ACC_READ),
-            self.cpu.tlb.table_ptr(ctx, ACC_WRITE),
-            self.cpu.mem.code_flags_ptr(),
-            self.cpu.mem.base_addr(),
-            self.cpu.shared.req.as_ptr().cast_const(),
-            self.cpu.mem.code_gen_ptr(hpa),
-            self.cpu.poll as u64,
-        );
-        let cpu: *mut Cpu = &mut self.cpu;
+        let c = &self.cpu;
+        // Everything but `x` and `cpu` points at heap allocations outside `Cpu` that do not
+        // move while the VM exists.
         let mut env = JitEnv {
-            // SAFETY: a field of the live `*cpu`; the compiled code and the helpers are the
-            // only users of the hart until the call returns.
-            x: unsafe { std::ptr::addr_of_mut!((*cpu).x) }.cast(),
-            tlb_read: shared.0,
-            tlb_write: shared.1,
-            code_flags: shared.2,
-            mem_base: shared.3,
-            cpu,
+            x: std::ptr::null_mut(),
+            tlb_read: c.tlb.table_ptr(c.mmu_idx, ACC_READ),
+            tlb_write: c.tlb.table_ptr(c.mmu_idx, ACC_WRITE),
+            code_flags: c.mem.code_flags_ptr(),
+            mem_base: c.mem.base_addr(),
+            cpu: std::ptr::null_mut(),
             pc0: pc,
-            budget: shared.6,
-            req: shared.4,
-            page_gen: shared.5,
+            budget: c.poll as u64,
+            req: c.shared.req.as_ptr().cast_const(),
+            page_gen: c.mem.code_gen_ptr(hpa),
             retired: 0,
             next_pc: 0,
             value: 0,
         };
+        let cpu: *mut Cpu = &mut self.cpu;
+        env.cpu = cpu;
+        // SAFETY: a field of the live `*cpu`; the compiled code and the helpers are the only
+        // users of the hart until the call returns.
+        env.x = unsafe { std::ptr::addr_of_mut!((*cpu).x) }.cast();
         // SAFETY: `f` was compiled from block `i`, which is still current (the caller just
         // checked its generation), for exactly this environment layout.
         let r = unsafe { f(&mut env) };
@@ -732,30 +726,9 @@ impl Hart {
     #[cold]
     #[inline(never)]
     fn build_block(&mut self, pc: u64, hpa: u64) -> Result<BlockRef, Trap> {
-        let mem = self.cpu.mem.clone();
-        let gen = mem.mark_code(hpa);
-        let page_end = (hpa | (PAGE_SIZE - 1)) + 1;
-        let mut insts = Vec::with_capacity(16);
-        let mut a = hpa;
-        while a < page_end && insts.len() < MAX_BLOCK_INSTS {
-            let lo = mem.load_u16_unchecked(a) as u32;
-            let raw = if lo & 3 == 3 {
-                if a + 2 >= page_end {
-                    break; // crosses the page: executed on its own below
-                }
-                lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
-            } else {
-                lo
-            };
-            let mut inst = decode::decode(raw);
-            inst.off = (a - hpa) as u16;
-            a += inst.len();
-            let end = inst.ends_block();
-            insts.push(inst);
-            if end {
-                break;
-            }
-        }
+        let gen = self.cpu.mem.mark_code(hpa);
+        let insts = block::decode_block(&self.cpu.mem, hpa, |_| true);
+        // Empty: the first instruction crosses the page, and is executed on its own.
         if insts.is_empty() {
             return self.page_crossing_inst(pc, hpa);
         }

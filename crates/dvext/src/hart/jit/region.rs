@@ -7,12 +7,11 @@
 //! another: a store to the page ends the region at the next such move, as it ends a block in
 //! the interpreter.
 
-use crate::hart::decode;
+use crate::hart::block::{decode_block, matches_memory};
 use crate::hart::inst::{Inst, Op};
 use crate::phys_mem::{PhysMemory, PAGE_SIZE};
 
 use super::translate::compilable;
-use crate::hart::block::MAX_BLOCK_INSTS;
 
 /// Largest number of blocks in one region (bounds compile time and code size).
 pub(crate) const MAX_PARTS: usize = 12;
@@ -37,18 +36,9 @@ impl Region {
     /// Whether every part still matches the instructions in memory (`entry_hpa`: where the
     /// entry block starts).
     pub fn matches(&self, mem: &PhysMemory, entry_hpa: u64) -> bool {
-        self.parts.iter().all(|p| {
-            p.insts.iter().all(|inst| {
-                let a = entry_hpa.wrapping_add_signed(p.delta) + inst.off as u64;
-                let lo = mem.load_u16_unchecked(a) as u32;
-                let raw = if inst.raw & 3 == 3 {
-                    lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
-                } else {
-                    lo
-                };
-                raw == inst.raw
-            })
-        })
+        self.parts
+            .iter()
+            .all(|p| matches_memory(mem, entry_hpa.wrapping_add_signed(p.delta), &p.insts))
     }
 }
 
@@ -66,37 +56,6 @@ fn successors(insts: &[Inst]) -> Vec<i64> {
         Op::Jalr => vec![],
         _ => vec![next],
     }
-}
-
-/// Decode the block at `hpa` (same rules as the engine's block builder) and keep its
-/// compilable prefix; None if that is empty.
-fn decode_part(mem: &PhysMemory, hpa: u64) -> Option<Box<[Inst]>> {
-    let page_end = (hpa | (PAGE_SIZE - 1)) + 1;
-    let mut insts = Vec::new();
-    let mut a = hpa;
-    while a < page_end && insts.len() < MAX_BLOCK_INSTS {
-        let lo = mem.load_u16_unchecked(a) as u32;
-        let raw = if lo & 3 == 3 {
-            if a + 2 >= page_end {
-                break;
-            }
-            lo | (mem.load_u16_unchecked(a + 2) as u32) << 16
-        } else {
-            lo
-        };
-        let mut inst = decode::decode(raw);
-        inst.off = (a - hpa) as u16;
-        if !compilable(&inst) {
-            break;
-        }
-        a += inst.len();
-        let end = inst.ends_block();
-        insts.push(inst);
-        if end {
-            break;
-        }
-    }
-    (!insts.is_empty()).then(|| insts.into_boxed_slice())
 }
 
 /// The region entered at `entry_hpa`, whose block decoded to `entry` (None if the block starts
@@ -136,8 +95,13 @@ pub(crate) fn build(
             {
                 continue;
             }
-            if let Some(insts) = decode_part(mem, entry_hpa.wrapping_add_signed(delta)) {
-                region.parts.push(Part { delta, insts });
+            // The block there, up to the first instruction a region cannot contain.
+            let insts = decode_block(mem, entry_hpa.wrapping_add_signed(delta), compilable);
+            if !insts.is_empty() {
+                region.parts.push(Part {
+                    delta,
+                    insts: insts.into_boxed_slice(),
+                });
             }
         }
         next += 1;
