@@ -29,7 +29,9 @@ fn check_against_qemu(cpus: u32) {
         "QEMU run did not finish:\n{}",
         qemu.output
     );
-    for tag in ["KERNEL", "HARTS", "ONLINE", "SHA", "GZIP", "ARITH", "MEMOK"] {
+    for tag in [
+        "KERNEL", "HARTS", "ONLINE", "SHA", "GZIP", "ARITH", "MEMOK", "UCLOCK",
+    ] {
         let (a, b) = (ours.value(tag), qemu.value(tag));
         assert!(
             a.is_some(),

@@ -34,6 +34,10 @@ pub const HUVMID: u16 = 0x882;
 pub const HUVSSTATUS: u16 = 0x400;
 pub const HUVSIE: u16 = 0x404;
 pub const HUVSTVEC: u16 = 0x405;
+/// The guest's scounteren. The H extension does not bank scounteren (an HS hypervisor swaps
+/// it itself); a user-level hypervisor cannot, so DV-Ext gives it this copy, which is what
+/// the guest's own `scounteren` reads and writes when V=1.
+pub const HUVSCOUNTEREN: u16 = 0x406;
 pub const HUVSSCRATCH: u16 = 0x440;
 pub const HUVSEPC: u16 = 0x441;
 pub const HUVSCAUSE: u16 = 0x442;

@@ -140,6 +140,36 @@ fn counters_in_vu_also_need_scounteren() {
     }
 }
 
+/// The hypervisor sets the guest's scounteren through huvscounteren, as firmware would before
+/// the kernel runs; the guest's own `scounteren` reads the same register and VU honours it.
+#[test]
+fn huvscounteren_is_the_guests_scounteren() {
+    let prog = "
+        .option norvc
+        csrr s0, scounteren
+        la t0, user
+        csrw sepc, t0
+        li t0, 0x100
+        csrc sstatus, t0
+        sret
+    user:
+        rdtime a0
+        rdcycle a1
+        li a2, 1
+        ecall
+    ";
+    let mut vm = TestVm::with_program(prog);
+    assert_eq!(vm.csr(HUVSCOUNTEREN), 0, "reset value");
+    vm.set_csr(HUCOUNTEREN, 7);
+    vm.set_csr(HUVSCOUNTEREN, 0xffff_ffff_0000_0007);
+    assert_eq!(vm.csr(HUVSCOUNTEREN), 7, "only the low 32 bits exist");
+    let (c, _, _, _) = TestVm::trap(vm.run());
+    assert_eq!(c, cause::ECALL_U);
+    assert_eq!(vm.x(r::S0), 7, "the guest reads what the hypervisor wrote");
+    assert_eq!(vm.x(r::A2), 1);
+    assert_ne!(vm.x(r::A0), 0);
+}
+
 #[test]
 fn instret_counts_retired_instructions_exactly() {
     let mut vm = TestVm::with_program(

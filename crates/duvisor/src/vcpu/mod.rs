@@ -51,6 +51,10 @@ fn reset_for_start(hart: &mut Hart, addr: u64, opaque: u64) {
     w(hart, HUVSATP, 0);
     w(hart, HUVSIE, 0);
     w(hart, HUVSTIMECMP, u64::MAX);
+    // What firmware gives the kernel (OpenSBI and KVM alike): user space may read cycle,
+    // time and instret. Linux without the SBI PMU extension never sets scounteren, and its
+    // vDSO reads `time` from VU-mode.
+    w(hart, HUVSCOUNTEREN, 0b111);
     let hs = hart.csr_read(HUSTATUS).expect("hustatus");
     w(hart, HUSTATUS, hs | HSTATUS_SPVP | HSTATUS_SPV);
     w(hart, UEPC, addr);

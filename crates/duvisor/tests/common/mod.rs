@@ -39,7 +39,8 @@ pub fn qemu_cmd(g: &GuestFiles, cpus: u32) -> Command {
     guest_console::qemu_command(g, cpus, "512M", &[])
 }
 
-/// A script that prints comparable facts about the guest and powers it off.
+/// A script that prints comparable facts about the guest (among them whether user space reads
+/// the clock, which it does through the vDSO with `rdtime`) and powers it off.
 pub const FACTS_SCRIPT: &str = r#"echo "KER""NEL=$(uname -sr)"
 echo "HA""RTS=$(grep -c ^processor /proc/cpuinfo)"
 echo "ON""LINE=$(cat /sys/devices/system/cpu/online)"
@@ -47,5 +48,6 @@ echo "SH""A=$(seq 1 20000 | sha256sum | cut -d' ' -f1)"
 echo "GZ""IP=$(seq 1 5000 | gzip -9 | md5sum | cut -d' ' -f1)"
 echo "AR""ITH=$(i=0; s=0; while [ $i -lt 2000 ]; do s=$((s + i * i % 7)); i=$((i + 1)); done; echo $s)"
 echo "MEM""OK=$(head -c 4194304 /dev/zero | tr '\0' 'x' | wc -c)"
+echo "UCL""OCK=$(date +%s >/dev/null 2>&1; echo $?)"
 echo "DO""NE=1"
 poweroff -f"#;

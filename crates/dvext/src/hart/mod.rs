@@ -111,6 +111,12 @@ impl Hart {
         self.cpu.vcpu_id
     }
 
+    /// Interrupts the guest has taken so far (delivered in VS-mode; a hypervisor watchdog
+    /// tells a busy guest from a locked-up one by whether this moves).
+    pub fn interrupts_taken(&self) -> u64 {
+        self.cpu.irqs_taken
+    }
+
     pub fn stats(&self) -> HartStats {
         HartStats {
             instret: self.cpu.instret,
@@ -210,6 +216,7 @@ impl Hart {
             }
             HUVSTIMECMP => c.vstimecmp,
             HUVSATP => c.vsatp,
+            HUVSCOUNTEREN => c.vscounteren,
             csr::FCSR => (c.frm as u64) << 5 | c.fflags as u64,
             csr::TIME => c.time(),
             _ => return Err(NoSuchCsr(n)),
@@ -273,6 +280,7 @@ impl Hart {
                 c.update_vstip();
             }
             HUVSATP => c.write_vsatp(v),
+            HUVSCOUNTEREN => c.vscounteren = v & 0xffff_ffff,
             csr::FCSR => {
                 c.fflags = (v & 0x1f) as u8;
                 c.frm = ((v >> 5) & 7) as u8;
@@ -597,7 +605,7 @@ impl Hart {
             mem_base: c.mem.base_addr(),
             cpu: std::ptr::null_mut(),
             pc0: pc,
-            budget: c.poll as u64,
+            budget: c.poll as i64,
             req: c.shared.req.as_ptr().cast_const(),
             page_gen: c.mem.code_gen_ptr(hpa),
             retired: 0,
@@ -612,7 +620,7 @@ impl Hart {
         // SAFETY: `f` was compiled from block `i`, which is still current (the caller just
         // checked its generation), for exactly this environment layout.
         let r = unsafe { f(&mut env) };
-        self.cpu.poll = env.budget as u32;
+        self.cpu.poll = env.budget.max(0) as u32;
         if r & RET_TRAP == 0 {
             self.cpu.pc = env.next_pc;
             self.cpu.instret += r;

@@ -59,8 +59,9 @@ pub(crate) struct JitEnv {
     /// Guest virtual address of the block.
     pub pc0: u64,
     /// In/out: blocks the region may still run before the run loop must look at requests,
-    /// the timer and interrupts (`Cpu::poll`).
-    pub budget: u64,
+    /// the timer and interrupts (`Cpu::poll`). Signed: a region entered with none left
+    /// takes one step into the negative and leaves at its first back edge.
+    pub budget: i64,
     /// The hart's cross-thread request word (nonzero: return to the run loop).
     pub req: *const u32,
     /// The code page's generation counter (changed: the page was written, leave).

@@ -210,8 +210,10 @@ impl Tx<'_, '_> {
             self.env,
             off(std::mem::offset_of!(JitEnv, budget)),
         );
+        // Signed: the block that entered the region may have spent the last of the budget.
+        let more = self.b.ins().icmp_imm(IntCC::SignedGreaterThan, budget, 0);
         let c1 = self.b.create_block();
-        self.b.ins().brif(budget, c1, &[], out, &[]);
+        self.b.ins().brif(more, c1, &[], out, &[]);
         self.b.switch_to_block(c1);
         self.b.seal_block(c1);
         let req_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, req));

@@ -1,0 +1,65 @@
+//! Compiled regions and interrupt delivery: a region's loops give the run loop back its turn
+//! to look at the timer and interrupts within the same block budget as the interpreter, however
+//! much of that budget is left when the region is entered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dvext::csr::*;
+
+/// An outer loop of one interpreted block (a `rdtime`, which ends its block) and a compiled
+/// inner loop of `INNER` iterations; the timer is due 5 ms after the start.
+const TIMER_GUEST: &str = "
+    .option norvc
+    la t0, handler
+    csrw stvec, t0
+    li t0, 0x20
+    csrs sie, t0
+    rdtime s5
+    li t0, 50000          # 5 ms at 10 MHz
+    add s5, s5, t0
+    csrw stimecmp, s5
+    csrsi sstatus, 2
+    li s2, 0
+outer:
+    rdtime s6
+    addi s2, s2, 1
+    li t1, INNER
+inner:
+    addi t1, t1, -1
+    bnez t1, inner
+    j outer
+handler:
+    rdtime s7
+    csrr s0, scause
+    ecall
+";
+
+#[test]
+fn compiled_loops_take_a_due_timer_whatever_budget_they_start_with() {
+    // Different inner trip counts make the region start with every remainder of the budget,
+    // including a budget that the block entering it has just used up.
+    for inner in 1..=40u32 {
+        let mut vm = TestVm::with_program(&TIMER_GUEST.replace("INNER", &inner.to_string()));
+        vm.set_csr(HUIDELEG, MIP_VSTIP);
+        vm.set_csr(HUCOUNTEREN, 7);
+        vm.hart.enable_jit(1, false).unwrap();
+        // Without the interrupt the guest never stops: the watchdog fails the test.
+        vm.timeout = Duration::from_secs(20);
+        vm.run_to_ecall();
+        assert_eq!(vm.x(r::S0), cause::INTERRUPT | IRQ_S_TIMER, "inner {inner}");
+        assert!(
+            vm.hart.stats().jit.compiled > 0,
+            "inner {inner}: nothing compiled"
+        );
+        // Taken promptly: well within a second of the deadline even on a loaded host (the
+        // run loop reads the clock every few thousand instructions).
+        let late = vm.x(r::S7) - vm.x(r::S5);
+        assert!(
+            late < 10_000_000,
+            "inner {inner}: taken {late} ticks after the deadline"
+        );
+    }
+}
