@@ -1,6 +1,7 @@
 //! How a VM ends when its guest fails, and that a VM's failure stays its own:
 //! * a locked-up guest (interrupts off, timer pending) is ended by `--watchdog` with status 6,
-//!   while a busy guest taking its timer interrupts runs on under the same watchdog;
+//!   while a busy guest taking its timer interrupts runs on under the same watchdog, also when
+//!   its vCPU shares a host CPU with other busy processes;
 //! * a Debian guest kernel panic ends the VM with status 5 and the panic message, both when the
 //!   kernel reboots after panicking (the default `panic=-1`) and when it stays down (`panic=0`);
 //! * two VMs run as separate processes: SIGKILL on one leaves the other running to a clean
@@ -88,8 +89,13 @@ fn wait(mut child: Child, timeout: Duration) -> Ended {
 }
 
 fn run_image(body: &str, extra: &[&str], timeout: Duration) -> Ended {
+    run_image_with(Command::new(duvisor_bin()), body, extra, timeout)
+}
+
+/// As [`run_image`], with duvisor started by `cmd` (a wrapper such as `taskset`, or duvisor).
+fn run_image_with(mut cmd: Command, body: &str, extra: &[&str], timeout: Duration) -> Ended {
     let img = image(body);
-    let child = Command::new(duvisor_bin())
+    let child = cmd
         .args(["run", "--memory", "64M", "--kernel"])
         .arg(&img)
         .args(extra)
@@ -177,6 +183,50 @@ fn watchdog_leaves_a_busy_guest_alone() {
     );
     assert_eq!(e.code, Some(0), "exit status; stderr:\n{}", e.stderr);
     assert!(e.took >= Duration::from_secs(3), "took {:?}", e.took);
+}
+
+/// Processes spinning on one host CPU, killed when dropped.
+struct Spinners(Vec<Child>);
+
+impl Spinners {
+    fn on_cpu0(n: usize) -> Spinners {
+        Spinners(
+            (0..n)
+                .map(|_| {
+                    Command::new("taskset")
+                        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("taskset (util-linux)")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The same busy guest with its vCPU sharing one host CPU with three spinning processes: the
+/// vCPU thread is preempted all the time, often while masked with its timer due, and the
+/// watchdog must still see that it keeps taking interrupts.
+#[test]
+fn watchdog_leaves_a_busy_guest_alone_on_a_loaded_host() {
+    let _load = Spinners::on_cpu0(3);
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(duvisor_bin());
+    let e = run_image_with(
+        cmd,
+        BUSY_BUT_ALIVE,
+        &["--watchdog", "1"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(e.code, Some(0), "exit status; stderr:\n{}", e.stderr);
 }
 
 #[test]
