@@ -1,8 +1,8 @@
 //! The seccomp sandbox (`duvisor::sandbox`): after `install()`, what a running VM needs still
 //! works (threads, memory, I/O on open descriptors, randomness), opening any host file fails
 //! with EACCES, and each other kind of escape a compromised VM plane would try — creating a
-//! socket, starting a program, making memory executable, ptrace — ends the process with status
-//! 159 and a one-line reason.
+//! socket, starting a program, making memory executable, ptrace, signalling another process —
+//! ends the process with status 159 and a one-line reason.
 //!
 //! Each case runs in a child process (this test binary re-run with `DUVISOR_SANDBOX_CASE`), since
 //! the filter is irreversible and covers every thread.
@@ -96,6 +96,11 @@ fn sandbox_child() {
             // SAFETY: PTRACE_TRACEME has no memory arguments.
             unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
         }
+        "kill" => {
+            // No process has this pid (above any pid_max), so even unfiltered it harms none.
+            // SAFETY: kill has no memory arguments.
+            unsafe { libc::kill(libc::pid_t::MAX, libc::SIGTERM) };
+        }
         other => panic!("unknown case {other}"),
     }
     eprintln!("SURVIVED-FORBIDDEN");
@@ -179,4 +184,10 @@ fn executable_memory_kills_the_process() {
 #[test]
 fn ptrace_kills_the_process() {
     assert_killed("ptrace", Some("(ptrace)"));
+}
+
+#[test]
+fn signalling_another_process_kills_the_process() {
+    // Even SIGTERM, which passt never needs: it exits when its socket closes.
+    assert_killed("kill", Some("(kill)"));
 }

@@ -74,6 +74,39 @@ fn bad_disk_option() {
 }
 
 #[test]
+fn bad_mac_address() {
+    // Refused while the command line is parsed, like a bad --disk option: clap's usage error
+    // (status 2) whose first line names the address and what is wrong with it; no back end
+    // is opened and no guest runs (with the address accepted, the missing kernel would fail
+    // instead, with status 1).
+    for (mac, why) in [
+        ("zz:00:00:00:00:00", "bad MAC address \"zz:00:00:00:00:00\""),
+        (
+            "03:00:00:00:00:01",
+            "MAC address \"03:00:00:00:00:01\" is a multicast address",
+        ),
+        (
+            "00:00:00:00:00:00",
+            "MAC address \"00:00:00:00:00:00\" is all zeros",
+        ),
+    ] {
+        let net = format!("passt,mac={mac}");
+        let o = Command::new(duvisor_bin())
+            .args(["run", "--kernel", "/nonexistent", "--net", &net])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{net}: {err}");
+        assert!(o.stdout.is_empty(), "{net}: output on stdout");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains("--net") && first.contains(why),
+            "{net}: the first line should say {why:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn too_many_devices() {
     let p = scratch("many.img", 4096);
     let arg = format!("path={p},readonly");

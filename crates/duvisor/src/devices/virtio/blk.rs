@@ -387,6 +387,16 @@ pub fn execute(disk: &Disk, mem: &GuestMemoryMmap, req: &Request, writethrough: 
             let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap());
             let n = u32::from_le_bytes(seg[8..12].try_into().unwrap());
             let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap());
+            // Unknown flags (for discard: any flag, unmap included) must be refused with
+            // UNSUPP (virtio 1.2 §5.2.6.2).
+            let known = if req.header.kind == T_DISCARD {
+                0
+            } else {
+                WZ_UNMAP
+            };
+            if flags & !known != 0 {
+                return (S_UNSUPP, 0);
+            }
             let Some(off) = sector.checked_mul(SECTOR) else {
                 return (S_IOERR, 0);
             };
@@ -397,9 +407,6 @@ pub fn execute(disk: &Disk, mem: &GuestMemoryMmap, req: &Request, writethrough: 
                     .is_none_or(|e| e > disk.sectors * SECTOR)
             {
                 return (S_IOERR, 0);
-            }
-            if req.header.kind == T_DISCARD && flags != 0 {
-                return (S_UNSUPP, 0);
             }
             let r = if req.header.kind == T_DISCARD || flags & WZ_UNMAP != 0 {
                 // A punched hole reads as zeroes, so it also serves write-zeroes with unmap.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Address, Bytes, GuestAddress};
 
-const RAM: u64 = 0x8000_0000;
-const RAM_SIZE: usize = 1 << 20;
+pub const RAM: u64 = 0x8000_0000;
+pub const RAM_SIZE: usize = 1 << 20;
 const DESC: u64 = RAM + 0x1000;
 const AVAIL: u64 = RAM + 0x2000;
 const USED: u64 = RAM + 0x3000;
@@ -43,7 +43,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(dev: Arc<dyn VirtioDevice>) -> Harness {
-        let mem = Arc::new(GuestMem::anonymous(RAM, RAM_SIZE));
+        Harness::with_mem(dev, GuestMem::anonymous(RAM, RAM_SIZE))
+    }
+
+    /// A harness on guest RAM the caller made (it must start at [`RAM`]).
+    pub fn with_mem(dev: Arc<dyn VirtioDevice>, mem: GuestMem) -> Harness {
+        let mem = Arc::new(mem);
         let line = Arc::new(TestLine::default());
         let t = VirtioMmio::new(dev, mem.clone(), line.clone()).unwrap();
         Harness {

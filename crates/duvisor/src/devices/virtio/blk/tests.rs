@@ -318,3 +318,34 @@ fn discard_and_write_zeroes_zero_the_range_and_keep_the_size() {
     assert_eq!(status(&m), S_IOERR);
     assert_eq!(std::fs::read(&p).unwrap(), f);
 }
+
+#[test]
+fn unknown_range_flags_are_unsupported_and_change_nothing() {
+    let m = mem();
+    let img = vec![0x5au8; 64 * 1024];
+    let (d, p) = disk("wz-flags.img", &img, false);
+    // Write-zeroes knows only UNMAP (bit 0); discard knows no flag at all.
+    for (kind, flags) in [
+        (T_WRITE_ZEROES, 2),
+        (T_WRITE_ZEROES, WZ_UNMAP | 2),
+        (T_WRITE_ZEROES, 1 << 31),
+        (T_DISCARD, WZ_UNMAP),
+        (T_DISCARD, 4),
+    ] {
+        let b = range_req(&m, kind, 8, 4, flags);
+        assert_eq!(used(handle_chain(&d, &m, &b, false)), 1);
+        assert_eq!(status(&m), S_UNSUPP, "type {kind} flags {flags:#x}");
+    }
+    // Unknown flags win over a range past the end as well.
+    let b = range_req(&m, T_WRITE_ZEROES, 127, 2, 2);
+    used(handle_chain(&d, &m, &b, false));
+    assert_eq!(status(&m), S_UNSUPP);
+    assert_eq!(std::fs::read(&p).unwrap(), img, "the image changed");
+    // The known flag still works.
+    let b = range_req(&m, T_WRITE_ZEROES, 8, 4, WZ_UNMAP);
+    used(handle_chain(&d, &m, &b, false));
+    assert_eq!(status(&m), S_OK);
+    let f = std::fs::read(&p).unwrap();
+    assert!(f[8 * 512..12 * 512].iter().all(|&b| b == 0));
+    assert!(f[12 * 512..].iter().all(|&b| b == 0x5a));
+}

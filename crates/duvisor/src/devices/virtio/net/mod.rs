@@ -6,11 +6,14 @@
 //! frame right now holds the transmit queue (the guest sees back-pressure, nothing is lost),
 //! and a back end that fails for good (passt exited, the stream went out of step) is logged
 //! once and the link goes down: frames from the guest are then dropped, as on a cut wire.
+//! Frames the device drops itself (a transmit buffer that is no frame, a frame larger than
+//! the guest's receive buffer) are counted, and the first of each kind is logged.
 
 pub mod passt;
 pub mod tap;
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -62,6 +65,7 @@ pub fn open(spec: &NetSpec, index: usize) -> anyhow::Result<Arc<dyn VirtioDevice
     Ok(Arc::new(Net {
         mac,
         backend: Arc::new(std::sync::Mutex::new(Some(backend))),
+        drops: Arc::default(),
     }))
 }
 
@@ -70,6 +74,23 @@ pub struct Net {
     mac: Mac,
     /// Taken by the I/O thread while the device runs; given back when it stops.
     backend: Arc<std::sync::Mutex<Option<Box<dyn Backend>>>>,
+    drops: Arc<Drops>,
+}
+
+/// Frames the device dropped (not counting those a down link drops).
+#[derive(Debug, Default)]
+pub struct Drops {
+    /// Transmit buffers too short for a header and an Ethernet header, or over `MAX_FRAME`.
+    pub tx: AtomicU64,
+    /// Frames larger than the receive buffer the guest offered for them.
+    pub rx: AtomicU64,
+}
+
+/// Count a drop on `counter`; only the first is logged, so a guest cannot flood the log.
+fn dropped(counter: &AtomicU64, why: std::fmt::Arguments) {
+    if counter.fetch_add(1, Ordering::Relaxed) == 0 {
+        tracing::warn!("virtio-net: {why}: dropped (further drops are only counted)");
+    }
 }
 
 impl VirtioDevice for Net {
@@ -97,10 +118,11 @@ impl VirtioDevice for Net {
             .ok_or_else(|| std::io::Error::other("network back end busy"))?;
         // The back end outlives a reset: the thread hands it back when it ends.
         let slot = self.backend.clone();
+        let drops = self.drops.clone();
         std::thread::Builder::new()
             .name("virtio-net".into())
             .spawn(move || {
-                let b = run(act, backend);
+                let b = run(act, backend, &drops);
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
             })
     }
@@ -114,7 +136,7 @@ fn link_down(link: &mut bool, e: &std::io::Error) {
     }
 }
 
-fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
+fn run(act: Activation, mut backend: Box<dyn Backend>, drops: &Drops) -> Box<dyn Backend> {
     let Activation {
         mem,
         mut queues,
@@ -123,8 +145,10 @@ fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
         irq,
         ..
     } = act;
-    let mut frame = vec![0u8; MAX_FRAME];
-    let mut pending: Option<usize> = None;
+    let mut rx = RxFrame {
+        buf: vec![0u8; MAX_FRAME],
+        pending: None,
+    };
     let (mut rx_ok, mut tx_ok) = (queues[0].ready(), queues[1].ready());
     // The back end works; once it fails it is left alone until the device is reset.
     let mut link = true;
@@ -135,7 +159,14 @@ fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
             }
         }
         if tx_ok {
-            tx_ok = transmit(&mut queues[1], &mem, &irq, backend.as_mut(), &mut link);
+            tx_ok = transmit(
+                &mut queues[1],
+                &mem,
+                &irq,
+                backend.as_mut(),
+                &mut link,
+                drops,
+            );
         }
         if rx_ok && link {
             rx_ok = receive(
@@ -143,9 +174,9 @@ fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
                 &mem,
                 &irq,
                 backend.as_mut(),
-                &mut frame,
-                &mut pending,
+                &mut rx,
                 &mut link,
+                drops,
             );
         }
         let mut fds = vec![
@@ -156,7 +187,7 @@ fn run(act: Activation, mut backend: Box<dyn Backend>) -> Box<dyn Backend> {
         if link {
             let mut events = 0;
             // While a frame waits for receive buffers, only a kick can make progress.
-            if pending.is_none() && rx_ok {
+            if rx.pending.is_none() && rx_ok {
                 events |= libc::POLLIN;
             }
             if tx_ok && backend.send_blocked() {
@@ -209,6 +240,7 @@ fn transmit(
     irq: &Interrupt,
     backend: &mut dyn Backend,
     link: &mut bool,
+    drops: &Drops,
 ) -> bool {
     let m: &vm_memory::GuestMemoryMmap = mem;
     let mut used_any = false;
@@ -227,7 +259,7 @@ fn transmit(
                 }
             };
             let head = chain.head_index();
-            if let Err(e) = transmit_one(chain, m, backend, link) {
+            if let Err(e) = transmit_one(chain, m, backend, link, drops) {
                 broken = Some(e);
                 break;
             }
@@ -263,12 +295,17 @@ fn transmit_one(
     m: &vm_memory::GuestMemoryMmap,
     backend: &mut dyn Backend,
     link: &mut bool,
+    drops: &Drops,
 ) -> Result<(), String> {
     let b = Buffers::gather(chain).map_err(|e| e.to_string())?;
     chain::check(m, &b.readable).map_err(|e| e.to_string())?;
     let len = chain::total(&b.readable);
     if !(HDR_LEN + ETH_HLEN..=HDR_LEN + MAX_FRAME).contains(&(len as usize)) {
-        // Too short for a header and a frame, or larger than any frame: dropped.
+        // Too short for a header and a frame, or larger than any frame.
+        dropped(
+            &drops.tx,
+            format_args!("the guest queued a {len}-byte transmit buffer, which is no frame"),
+        );
         return Ok(());
     }
     if !*link {
@@ -282,22 +319,29 @@ fn transmit_one(
     Ok(())
 }
 
+/// A frame from the back end on its way to the guest.
+struct RxFrame {
+    buf: Vec<u8>,
+    /// `buf[..n]` holds a frame still waiting for a receive buffer.
+    pending: Option<usize>,
+}
+
 /// Move frames from the back end into the guest's receive buffers. False when the queue broke.
 fn receive(
     q: &mut Queue,
     mem: &GuestMem,
     irq: &Interrupt,
     backend: &mut dyn Backend,
-    frame: &mut [u8],
-    pending: &mut Option<usize>,
+    rx: &mut RxFrame,
     link: &mut bool,
+    drops: &Drops,
 ) -> bool {
     let m: &vm_memory::GuestMemoryMmap = mem;
     let mut used_any = false;
     let ok = loop {
-        if pending.is_none() {
-            match backend.recv(frame) {
-                Ok(Some(n)) => *pending = Some(n.min(frame.len())),
+        if rx.pending.is_none() {
+            match backend.recv(&mut rx.buf) {
+                Ok(Some(n)) => rx.pending = Some(n.min(rx.buf.len())),
                 Ok(None) => break true,
                 Err(e) => {
                     link_down(link, &e);
@@ -305,7 +349,7 @@ fn receive(
                 }
             }
         }
-        let n = pending.expect("frame");
+        let n = rx.pending.expect("frame");
         let chain = match super::pop_chain(q, m) {
             Ok(Some(chain)) => chain,
             // No buffer: ask for a kick, and re-check in case one raced in.
@@ -334,15 +378,21 @@ fn receive(
         }
         let mut hdr = [0u8; HDR_LEN];
         hdr[10] = 1; // num_buffers
-        let written = if chain::total(&b.writable) >= (HDR_LEN + n) as u64 {
+        let room = chain::total(&b.writable);
+        let written = if room >= (HDR_LEN + n) as u64 {
             let mut out = Vec::with_capacity(HDR_LEN + n);
             out.extend_from_slice(&hdr);
-            out.extend_from_slice(&frame[..n]);
+            out.extend_from_slice(&rx.buf[..n]);
             chain::write_bytes(m, &b.writable, &out).unwrap_or(0)
         } else {
-            0 // buffer too small: the frame is dropped
+            // No mergeable buffers: a frame that does not fit cannot be delivered.
+            dropped(
+                &drops.rx,
+                format_args!("a {n}-byte frame does not fit a {room}-byte receive buffer"),
+            );
+            0
         };
-        *pending = None;
+        rx.pending = None;
         if q.add_used(m, head, written as u32).is_err() {
             irq.needs_reset(&"cannot complete a receive buffer");
             break false;
@@ -375,6 +425,10 @@ impl std::str::FromStr for Mac {
         }
         if m[0] & 1 != 0 {
             return Err(format!("MAC address {s:?} is a multicast address"));
+        }
+        // Not a valid station address (Linux's is_valid_ether_addr rejects it, as multicast).
+        if m == [0; 6] {
+            return Err(format!("MAC address {s:?} is all zeros"));
         }
         Ok(Mac(m))
     }
@@ -440,28 +494,4 @@ impl std::str::FromStr for NetSpec {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_net_specs() {
-        assert_eq!(
-            "tap=tap0".parse::<NetSpec>().unwrap(),
-            NetSpec {
-                backend: NetBackend::Tap("tap0".into()),
-                mac: None
-            }
-        );
-        let n: NetSpec = "passt,mac=02:00:00:aa:bb:0c".parse().unwrap();
-        assert_eq!(n.backend, NetBackend::Passt);
-        assert_eq!(n.mac, Some(Mac([2, 0, 0, 0xaa, 0xbb, 0x0c])));
-        assert_eq!(n.mac.unwrap().to_string(), "02:00:00:aa:bb:0c");
-        assert!("mac=02:00:00:aa:bb:0c".parse::<NetSpec>().is_err());
-        assert!("passt,mac=01:00:00:00:00:00".parse::<NetSpec>().is_err());
-        assert!("passt,mac=zz:00:00:00:00:00".parse::<NetSpec>().is_err());
-        assert!("tap=".parse::<NetSpec>().is_err());
-        assert!("vde=x".parse::<NetSpec>().is_err());
-        assert_eq!(default_mac(0).to_string(), "52:54:00:12:34:56");
-        assert_eq!(default_mac(1).to_string(), "52:54:00:12:34:57");
-    }
-}
+mod tests;
