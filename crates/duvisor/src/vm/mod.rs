@@ -127,6 +127,8 @@ impl VmShared {
         r.blocks_built += s.blocks_built;
         r.block_flushes += s.block_flushes;
         r.fence_i += s.fence_i;
+        r.tlb_fills += s.tlb_fills;
+        r.tlb_flushes += s.tlb_flushes;
         r.jit.compiled += s.jit.compiled;
         r.jit.parts += s.jit.parts;
         r.jit.code_bytes += s.jit.code_bytes;
@@ -174,6 +176,11 @@ impl VmReport {
             out,
             "decoded blocks       {} built, {} fence.i, {} cache flushes",
             h.blocks_built, h.fence_i, h.block_flushes
+        )?;
+        writeln!(
+            out,
+            "software TLB         {} walks, {} flushes",
+            h.tlb_fills, h.tlb_flushes
         )?;
         if h.jit.compiled + h.jit.failed > 0 {
             writeln!(

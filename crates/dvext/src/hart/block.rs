@@ -158,6 +158,13 @@ impl BlockCache {
         Some(idx)
     }
 
+    /// The block for virtual `pc` at physical `hpa` if the jump cache has it.
+    #[inline(always)]
+    pub fn find_quick(&self, pc: u64, hpa: u64) -> Option<u32> {
+        let e = self.jmp[Self::jmp_slot(pc)];
+        (e.pc == pc && e.hpa == hpa).then_some(e.idx)
+    }
+
     #[inline(always)]
     pub fn get(&self, idx: u32) -> &Block {
         &self.blocks[idx as usize]

@@ -133,6 +133,14 @@ impl Cpu {
         Ok(self.mem.host_addr(hpa))
     }
 
+    /// Physical address of `pc` if the TLB has it for fetching.
+    #[inline(always)]
+    pub fn tlb_fetch_hit(&self, pc: u64) -> Option<u64> {
+        self.tlb
+            .lookup(self.mmu_idx, ACC_EXEC, pc, 2)
+            .map(|h| self.mem.hpa_of_host(h))
+    }
+
     /// HPA of the instruction parcel at `pc` (for building blocks).
     #[inline(always)]
     pub fn fetch_hpa(&mut self, pc: u64) -> Result<u64, Trap> {

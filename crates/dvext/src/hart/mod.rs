@@ -65,6 +65,9 @@ pub struct HartStats {
     pub block_flushes: u64,
     /// fence.i executed (locally or by remote request).
     pub fence_i: u64,
+    /// Software-TLB entries filled by a page walk, and whole-TLB flushes.
+    pub tlb_fills: u64,
+    pub tlb_flushes: u64,
     /// The compiling tier's counters (all zero when it is off).
     pub jit: JitStats,
 }
@@ -118,6 +121,8 @@ impl Hart {
             blocks_built: self.cache.built,
             block_flushes: self.cache.flushes,
             fence_i: self.cache.fences,
+            tlb_fills: self.cpu.tlb.fills,
+            tlb_flushes: self.cpu.tlb.flushes,
             jit: self.jit.as_ref().map(|j| j.stats).unwrap_or_default(),
         }
     }
@@ -570,7 +575,7 @@ impl Hart {
                 }
                 continue;
             };
-            match jit.install(&code, f.region, f.ns) {
+            match jit.install(&code, f.region, f.ns, t.hpa) {
                 Compiled::Code(func, region) => {
                     b.jit = Some(func);
                     b.region = Some(region);
@@ -584,9 +589,11 @@ impl Hart {
         }
     }
 
-    /// Run block `i`'s compiled code `f` at virtual address `pc`.
+    /// Run block `i`'s compiled code `f` at virtual address `pc`, and after it the compiled
+    /// code of the blocks it continues at, as long as they are compiled and current and the
+    /// block budget lasts: the run loop's bookkeeping is skipped between regions.
     #[inline(always)]
-    fn run_compiled(&mut self, f: JitFn, i: u32, pc: u64) -> Flow {
+    fn run_compiled(&mut self, mut f: JitFn, mut i: u32, mut pc: u64) -> Flow {
         let hpa = self.cache.get(i).hpa;
         let c = &self.cpu;
         // Everything but `x` and `cpu` points at heap allocations outside `Cpu` that do not
@@ -606,20 +613,40 @@ impl Hart {
             next_pc: 0,
             value: 0,
         };
-        let cpu: *mut Cpu = &mut self.cpu;
-        env.cpu = cpu;
-        // SAFETY: a field of the live `*cpu`; the compiled code and the helpers are the only
-        // users of the hart until the call returns.
-        env.x = unsafe { std::ptr::addr_of_mut!((*cpu).x) }.cast();
-        // SAFETY: `f` was compiled from block `i`, which is still current (the caller just
-        // checked its generation), for exactly this environment layout.
-        let r = unsafe { f(&mut env) };
+        let r = loop {
+            let cpu: *mut Cpu = &mut self.cpu;
+            env.cpu = cpu;
+            // SAFETY: a field of the live `*cpu`; the compiled code and the helpers are the
+            // only users of the hart until the call returns.
+            env.x = unsafe { std::ptr::addr_of_mut!((*cpu).x) }.cast();
+            // SAFETY: `f` was compiled from block `i`, which is still current (checked just
+            // now by the caller or by `next_compiled`), for exactly this environment layout;
+            // regions change neither the translation context nor the TLB tables' addresses.
+            let r = unsafe { f(&mut env) };
+            if r & RET_TRAP != 0 {
+                break r;
+            }
+            self.cpu.instret += r;
+            pc = env.next_pc;
+            env.budget -= 1;
+            if env.budget <= 0 || self.cpu.shared.req.load(Ordering::Relaxed) != 0 {
+                break 0;
+            }
+            match self.next_compiled(pc) {
+                Some((g, j, page_gen)) => {
+                    (f, i) = (g, j);
+                    env.pc0 = pc;
+                    env.page_gen = page_gen;
+                }
+                None => break 0,
+            }
+        };
         self.cpu.poll = env.budget.max(0) as u32;
         if r & RET_TRAP == 0 {
-            self.cpu.pc = env.next_pc;
-            self.cpu.instret += r;
+            self.cpu.pc = pc;
             return Flow::Next;
         }
+        let pc = env.pc0;
         let (j, k) = (((r >> 16) & 0xffff) as usize, (r & 0xffff) as usize);
         if r & RET_FLOW != 0 {
             // The interpreter ran instruction k and it trapped: already raised.
@@ -648,6 +675,19 @@ impl Hart {
             .wrapping_add(inst.off as u64);
         self.cpu.instret += env.retired + k as u64;
         self.cpu.trap_flow(trap, &inst, at)
+    }
+
+    /// The compiled code of the block at virtual `pc`, its index and its page's generation
+    /// counter, if it is compiled and known current without further work (the TLB maps `pc`,
+    /// the jump cache knows the block, and neither its page nor the fence.i epoch changed).
+    #[inline(always)]
+    fn next_compiled(&mut self, pc: u64) -> Option<(JitFn, u32, *const u32)> {
+        let hpa = self.cpu.tlb_fetch_hit(pc)?;
+        let i = self.cache.find_quick(pc, hpa)?;
+        let b = self.cache.get(i);
+        let f = b.jit?;
+        (b.gen == self.cpu.mem.code_gen(hpa) && b.epoch == self.cache.epoch())
+            .then(|| (f, i, self.cpu.mem.code_gen_ptr(hpa)))
     }
 
     /// Block-boundary work: cross-thread requests, the timer, and interrupt delivery.

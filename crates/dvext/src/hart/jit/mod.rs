@@ -83,7 +83,7 @@ pub const DEFAULT_THRESHOLD: u32 = 1000;
 /// returned to the host, so this bounds the tier's memory: it is a cache, hot code is compiled
 /// again within milliseconds. (A Linux boot and the benchmark's CPU workload on one vCPU
 /// generate about 10 MiB of code in all, most of it for code that has gone cold.)
-const ARENA_SIZE: usize = 6 << 20;
+const ARENA_SIZE: usize = 16 << 20;
 
 /// Counters for `--stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -219,6 +219,8 @@ const QUEUE: usize = 4;
 pub(crate) struct Jit {
     mode: Mode,
     arena: CodeArena,
+    /// `/tmp/perf-PID.map` when `DVEXT_PERF_MAP` is set: names each region for `perf report`.
+    perf_map: Option<std::fs::File>,
     pub threshold: u32,
     pub stats: JitStats,
 }
@@ -261,9 +263,21 @@ impl Jit {
                 }
             }
         };
+        // Opened now: the VM plane's sandbox forbids opening files once the guest runs.
+        let perf_map = std::env::var_os("DVEXT_PERF_MAP")
+            .filter(|v| !v.is_empty())
+            .map(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(format!("/tmp/perf-{}.map", std::process::id()))
+                    .map_err(|e| format!("DVEXT_PERF_MAP: /tmp/perf-PID.map: {e}"))
+            })
+            .transpose()?;
         Ok(Jit {
             mode,
             arena,
+            perf_map,
             threshold: threshold.max(1),
             stats: JitStats::default(),
         })
@@ -308,14 +322,24 @@ impl Jit {
             return Compiled::Never;
         };
         let ns = t.elapsed().as_nanos() as u64;
-        self.install(&code, Box::new(region), ns)
+        self.install(&code, Box::new(region), ns, tag.hpa)
     }
 
-    /// Copy compiled code for `region` into the code space.
-    pub fn install(&mut self, code: &[u8], region: Box<Region>, ns: u64) -> Compiled {
+    /// Copy compiled code for `region` (entered at `hpa`) into the code space.
+    pub fn install(&mut self, code: &[u8], region: Box<Region>, ns: u64, hpa: u64) -> Compiled {
         let Some(addr) = self.arena.push(code) else {
             return Compiled::Full;
         };
+        if let Some(f) = &mut self.perf_map {
+            use std::io::Write;
+            // One write per line: harts share the file, appending.
+            let line = format!(
+                "{addr:x} {:x} dvext-region-hpa-{hpa:x}-parts-{}\n",
+                code.len(),
+                region.parts.len()
+            );
+            let _ = f.write_all(line.as_bytes());
+        }
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
         self.stats.compile_ns += ns;
