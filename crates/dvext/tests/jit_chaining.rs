@@ -59,7 +59,7 @@ fn run(trips: u64, bad: u64, jit: bool) -> (Exit, u64, Vec<u64>, u64, u64) {
     // A stack at the top of the data page.
     vm.hart.set_gpr(r::SP, DATA + 4096);
     if jit {
-        vm.hart.enable_jit(1, false).unwrap();
+        vm.hart.enable_jit(1, None).unwrap();
     }
     let e = vm.run();
     let uepc = vm.csr(UEPC);

@@ -130,7 +130,7 @@ fn run(src: &str, jit: bool, seed: u64) -> (Vec<u64>, Vec<u8>, u64) {
     let data: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
     vm.write(DATA, &data);
     if jit {
-        vm.hart.enable_jit(1, false).unwrap();
+        vm.hart.enable_jit(1, None).unwrap();
     }
     vm.run_to_ecall();
     if jit {

@@ -45,7 +45,7 @@ fn compiled_loops_take_a_due_timer_whatever_budget_they_start_with() {
         let mut vm = TestVm::with_program(&TIMER_GUEST.replace("INNER", &inner.to_string()));
         vm.set_csr(HUIDELEG, MIP_VSTIP);
         vm.set_csr(HUCOUNTEREN, 7);
-        vm.hart.enable_jit(1, false).unwrap();
+        vm.hart.enable_jit(1, None).unwrap();
         // Without the interrupt the guest never stops: the watchdog fails the test.
         vm.timeout = Duration::from_secs(20);
         vm.run_to_ecall();

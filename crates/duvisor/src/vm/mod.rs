@@ -135,6 +135,7 @@ impl VmShared {
         r.jit.compile_ns += s.jit.compile_ns;
         r.jit.resets += s.jit.resets;
         r.jit.failed += s.jit.failed;
+        r.jit.shared += s.jit.shared;
     }
 }
 
@@ -185,9 +186,10 @@ impl VmReport {
         if h.jit.compiled + h.jit.failed > 0 {
             writeln!(
                 out,
-                "compiled regions     {} of {} blocks ({} KiB of host code, {:.3} s compiling, {} code-space resets, {} refused)",
+                "compiled regions     {} of {} blocks, {} reused (compiled for another vCPU or before a code-space reset) ({} KiB of host code, {:.3} s compiling, {} code-space resets, {} refused)",
                 h.jit.compiled,
                 h.jit.parts,
+                h.jit.shared,
                 h.jit.code_bytes / 1024,
                 h.jit.compile_ns as f64 / 1e9,
                 h.jit.resets,
@@ -353,13 +355,20 @@ impl Vm {
         let mut gstage = GStage::new(driver.grant_memory(handle, table_bytes)?)?;
         let irq = driver.interrupter(handle);
 
+        // One compiler thread for the VM: vCPUs share what it compiles.
+        let jit_pool = match cfg.jit_threshold {
+            Some(_) => Some(
+                dvext::JitPool::new("jit").map_err(|e| anyhow::anyhow!("compiling tier: {e}"))?,
+            ),
+            None => None,
+        };
         let mut harts = Vec::new();
         for id in 0..cfg.cpus {
             let mut h = driver.register_vcpu(handle, id)?;
             vcpu::init_hart(&mut h, gstage.hugatp());
             if let Some(t) = cfg.jit_threshold {
                 // Now, while executable mappings are still allowed (before the sandbox).
-                h.enable_jit(t, true)
+                h.enable_jit(t, jit_pool.as_ref())
                     .map_err(|e| anyhow::anyhow!("vCPU {id}: compiling tier: {e}"))?;
             }
             harts.push(h);

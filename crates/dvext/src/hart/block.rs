@@ -95,7 +95,7 @@ pub(crate) struct Block {
     pub hits: u32,
     /// The compiled form, once there is one, and the region it covers.
     pub jit: Option<JitFn>,
-    pub region: Option<Box<Region>>,
+    pub region: Option<std::sync::Arc<Region>>,
 }
 
 /// `Block::hits` of a block the compiling tier cannot or will not take.

@@ -37,7 +37,7 @@ use crate::phys_mem::PAGE_SIZE;
 use crate::platform::PlatformInner;
 use crate::pmc::Vmid;
 
-pub use jit::{JitStats, DEFAULT_THRESHOLD as JIT_DEFAULT_THRESHOLD};
+pub use jit::{JitPool, JitStats, DEFAULT_THRESHOLD as JIT_DEFAULT_THRESHOLD};
 pub use trap::transformed_inst;
 
 /// An HU CSR access that names no CSR this hart implements.
@@ -129,15 +129,15 @@ impl Hart {
 
     /// Turn on the compiling tier: blocks run `threshold` times become host code. It maps
     /// its code space now (memory that is written through one mapping and executed through
-    /// another), and in `background` mode starts its compiler thread now, so call it before
-    /// the process forbids new executable mappings. In the background mode the guest runs on
-    /// in the interpreter while a region compiles; otherwise compilation is inline and
-    /// deterministic (a block's `threshold`-th run is already compiled).
-    pub fn enable_jit(&mut self, threshold: u32, background: bool) -> Result<(), String> {
-        if self.jit.is_none() {
-            let name = format!("vcpu{}", self.cpu.vcpu_id);
-            self.jit = Some(Jit::new(threshold, background.then_some(name.as_str()))?);
-        }
+    /// another), so call it before the process forbids new executable mappings. With a `pool`
+    /// (one per VM) regions compile on the pool's thread while the guest runs on in the
+    /// interpreter, and code one hart compiled is copied by the others; without, compilation
+    /// is inline and deterministic (a block's `threshold`-th run is already compiled). Called
+    /// again, it replaces the tier and its code with a new one.
+    pub fn enable_jit(&mut self, threshold: u32, pool: Option<&JitPool>) -> Result<(), String> {
+        let jit = Jit::new(threshold, pool)?;
+        self.cache.drop_compiled();
+        self.jit = Some(jit);
         Ok(())
     }
 
@@ -563,8 +563,10 @@ impl Hart {
             if !waiting {
                 continue; // the block was rebuilt or dropped meanwhile
             }
+            // Code shared from another hart's request may predate this hart's last fence.i.
             let current = self.cpu.mem.code_gen(t.hpa) == t.gen
-                && (t.epoch == self.cache.epoch() || f.region.matches(&self.cpu.mem, t.hpa));
+                && ((t.epoch == self.cache.epoch() && !f.shared)
+                    || f.region.matches(&self.cpu.mem, t.hpa));
             let b = self.cache.get_mut(t.block);
             let Some(code) = f.code.filter(|_| current) else {
                 if current {
@@ -577,6 +579,9 @@ impl Hart {
             };
             match jit.install(&code, f.region, f.ns, t.hpa) {
                 Compiled::Code(func, region) => {
+                    if f.shared {
+                        jit.stats.shared += 1;
+                    }
                     b.jit = Some(func);
                     b.region = Some(region);
                 }

@@ -352,7 +352,7 @@ impl Default for TestVm {
 /// is compiled on its first run, so the same programs check the compiling tier.
 pub fn configure_hart(h: &mut Hart, hgatp: u64) {
     if std::env::var_os("DVEXT_TEST_JIT").is_some() {
-        h.enable_jit(1, false).expect("compiling tier");
+        h.enable_jit(1, None).expect("compiling tier");
     }
     h.csr_write(HUGATP, hgatp).unwrap();
     let hs = h.csr_read(HUSTATUS).unwrap();

@@ -9,11 +9,12 @@
 //! or fence.i found it stale) or dropped, the code goes with it.
 
 mod arena;
+mod pool;
 mod region;
 mod translate;
 
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use cranelift_codegen::control::ControlPlane;
@@ -27,6 +28,7 @@ use super::inst::Inst;
 use super::tlb::TlbEntry;
 use crate::phys_mem::PhysMemory;
 use arena::CodeArena;
+pub use pool::JitPool;
 pub(crate) use region::Region;
 use translate::Helpers;
 
@@ -102,11 +104,14 @@ pub struct JitStats {
     pub resets: u64,
     /// Blocks Cranelift refused (left to the interpreter).
     pub failed: u64,
+    /// Of `compiled`, regions whose code was copied from an earlier compilation (for another
+    /// hart of the VM, or for this one before its code space was reset) instead of compiled.
+    pub shared: u64,
 }
 
 /// Outcome of [`Jit::compile`].
 pub(crate) enum Compiled {
-    Code(JitFn, Box<Region>),
+    Code(JitFn, Arc<Region>),
     /// Handed to the compiler thread; the result comes back through [`Jit::finished`].
     Queued,
     /// The page changed while the region was being decoded: try again later.
@@ -134,10 +139,13 @@ pub(crate) struct JobTag {
 /// A background compilation's result.
 pub(crate) struct Finished {
     pub tag: JobTag,
-    pub region: Box<Region>,
+    pub region: Arc<Region>,
     /// The host code, or None if Cranelift refused the region.
-    pub code: Option<Vec<u8>>,
+    pub code: Option<Arc<[u8]>>,
     pub ns: u64,
+    /// Compiled for another hart's request (the region may have been decoded before this
+    /// hart's last fence.i).
+    pub shared: bool,
 }
 
 /// Cranelift, set up for the host.
@@ -200,26 +208,16 @@ impl Compiler {
     }
 }
 
-/// Where compilation happens.
-enum Mode {
-    /// On the vCPU thread, at once (deterministic: what the ISA tests use).
-    Inline(Box<Compiler>),
-    /// On a thread of its own, so the guest keeps running meanwhile.
-    Background {
-        /// For the compilations done on the vCPU thread after all (see `compile`).
-        inline: Option<Box<Compiler>>,
-        jobs: Option<SyncSender<(JobTag, Box<Region>)>>,
-        done: Receiver<Finished>,
-        thread: Option<JoinHandle<()>>,
-    },
-}
-
-/// Compilations that may wait for the compiler thread at once.
-const QUEUE: usize = 4;
-
 /// One hart's compiler and code space.
 pub(crate) struct Jit {
-    mode: Mode,
+    /// The VM's compiler thread and shared code; None: every region is compiled on the
+    /// vCPU thread at once (deterministic: what the ISA tests use).
+    pool: Option<JitPool>,
+    /// Where the compiler thread sends this hart's results.
+    reply: Sender<Finished>,
+    done: Receiver<Finished>,
+    /// For compilations on the vCPU thread (created on first use).
+    inline: Option<Box<Compiler>>,
     arena: CodeArena,
     /// `/tmp/perf-PID.map` when `DVEXT_PERF_MAP` is set: names each region for `perf report`.
     perf_map: Option<std::fs::File>,
@@ -228,42 +226,15 @@ pub(crate) struct Jit {
 }
 
 impl Jit {
-    /// `background`: compile on a thread of our own (named `NAME-jit`).
-    pub fn new(threshold: u32, background: Option<&str>) -> Result<Jit, String> {
+    /// `pool`: compile on the VM's compiler thread and share code with its other harts.
+    pub fn new(threshold: u32, pool: Option<&JitPool>) -> Result<Jit, String> {
         let arena = CodeArena::new(ARENA_SIZE)
             .map_err(|e| format!("code space for compiled blocks: {e}"))?;
-        let mut compiler = Compiler::new()?;
-        let mode = match background {
-            None => Mode::Inline(Box::new(compiler)),
-            Some(name) => {
-                let (jobs, rx) = sync_channel::<(JobTag, Box<Region>)>(QUEUE);
-                let (tx, done) = channel();
-                let thread = std::thread::Builder::new()
-                    .name(format!("{name}-jit"))
-                    .spawn(move || {
-                        for (tag, region) in rx {
-                            let t = Instant::now();
-                            let code = compiler.compile(&region, tag.gen);
-                            let ns = t.elapsed().as_nanos() as u64;
-                            let f = Finished {
-                                tag,
-                                region,
-                                code,
-                                ns,
-                            };
-                            if tx.send(f).is_err() {
-                                break;
-                            }
-                        }
-                    })
-                    .map_err(|e| format!("starting the compiler thread: {e}"))?;
-                Mode::Background {
-                    inline: None,
-                    jobs: Some(jobs),
-                    done,
-                    thread: Some(thread),
-                }
-            }
+        // Without a pool, set up now: a host Cranelift cannot serve fails here, not in the
+        // guest (the pool's thread checked that already).
+        let inline = match pool {
+            None => Some(Box::new(Compiler::new()?)),
+            Some(_) => None,
         };
         // Opened now: the VM plane's sandbox forbids opening files once the guest runs.
         let perf_map = std::env::var_os("DVEXT_PERF_MAP")
@@ -276,8 +247,12 @@ impl Jit {
                     .map_err(|e| format!("DVEXT_PERF_MAP: /tmp/perf-PID.map: {e}"))
             })
             .transpose()?;
+        let (reply, done) = channel();
         Ok(Jit {
-            mode,
+            pool: pool.cloned(),
+            reply,
+            done,
+            inline,
             arena,
             perf_map,
             threshold: threshold.max(1),
@@ -303,32 +278,57 @@ impl Jit {
         if mem.code_gen(tag.hpa) != tag.gen {
             return Compiled::Stale;
         }
-        let c = match &mut self.mode {
-            Mode::Inline(c) => c,
-            Mode::Background { inline: c, .. } if inline => match c {
-                Some(c) => c,
-                None => match Compiler::new() {
-                    Ok(n) => c.insert(Box::new(n)),
-                    Err(_) => return Compiled::Never,
-                },
-            },
-            Mode::Background { jobs, .. } => {
-                return match jobs.as_ref().map(|j| j.try_send((tag, Box::new(region)))) {
-                    Some(Ok(())) => Compiled::Queued,
-                    _ => Compiled::Busy,
+        let region = Arc::new(region);
+        if let Some(pool) = &self.pool {
+            // Another hart compiled it: copy its code.
+            if let Some(sc) = pool.lookup(tag.hpa, tag.gen) {
+                if sc.region.matches(mem, tag.hpa) {
+                    let r = self.install(&sc.code, Arc::clone(&sc.region), 0, tag.hpa);
+                    if let Compiled::Code(..) = r {
+                        self.stats.shared += 1;
+                    }
+                    return r;
+                }
+            }
+            if !inline {
+                let job = pool::Job {
+                    tag,
+                    region,
+                    reply: self.reply.clone(),
+                };
+                return if pool.try_send(job) {
+                    Compiled::Queued
+                } else {
+                    Compiled::Busy
                 };
             }
+        }
+        let c = match &mut self.inline {
+            Some(c) => c,
+            None => match Compiler::new() {
+                Ok(n) => self.inline.insert(Box::new(n)),
+                Err(_) => return Compiled::Never,
+            },
         };
         let Some(code) = c.compile(&region, tag.gen) else {
             self.stats.failed += 1;
             return Compiled::Never;
         };
         let ns = t.elapsed().as_nanos() as u64;
-        self.install(&code, Box::new(region), ns, tag.hpa)
+        let code: Arc<[u8]> = code.into();
+        if let Some(pool) = &self.pool {
+            let sc = pool::SharedCode {
+                gen: tag.gen,
+                region: Arc::clone(&region),
+                code: Arc::clone(&code),
+            };
+            pool.offer(tag.hpa, Arc::new(sc));
+        }
+        self.install(&code, region, ns, tag.hpa)
     }
 
     /// Copy compiled code for `region` (entered at `hpa`) into the code space.
-    pub fn install(&mut self, code: &[u8], region: Box<Region>, ns: u64, hpa: u64) -> Compiled {
+    pub fn install(&mut self, code: &[u8], region: Arc<Region>, ns: u64, hpa: u64) -> Compiled {
         let Some(addr) = self.arena.push(code) else {
             return Compiled::Full;
         };
@@ -354,10 +354,7 @@ impl Jit {
 
     /// Background compilations that have finished since the last call.
     pub fn finished(&mut self) -> Vec<Finished> {
-        match &self.mode {
-            Mode::Inline(_) => Vec::new(),
-            Mode::Background { done, .. } => done.try_iter().collect(),
-        }
+        self.done.try_iter().collect()
     }
 
     /// A compilation Cranelift refused.
@@ -369,18 +366,6 @@ impl Jit {
     pub fn reset(&mut self) {
         self.arena.reset();
         self.stats.resets += 1;
-    }
-}
-
-impl Drop for Jit {
-    fn drop(&mut self) {
-        if let Mode::Background { jobs, thread, .. } = &mut self.mode {
-            // Closing the queue ends the compiler thread after its current region.
-            jobs.take();
-            if let Some(t) = thread.take() {
-                let _ = t.join();
-            }
-        }
     }
 }
 

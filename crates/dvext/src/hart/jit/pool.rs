@@ -1,0 +1,207 @@
+//! One compiler thread per VM, and the regions it compiled, shared by the VM's harts.
+//!
+//! The vCPUs of a VM run the same kernel and mostly the same programs, so a region one hart
+//! compiled is what the others need too: they copy its code into their own code space instead
+//! of compiling it again (a Linux boot on 4 vCPUs compiled each region up to four times, and
+//! the compilers took more host CPU than the vCPUs). Code is shared by the entry's physical
+//! address and the page's code generation, and a hart installs shared code only if every
+//! instruction of the region still matches memory.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::region::Region;
+use super::{Compiler, Finished, JobTag};
+
+/// Compilations that may wait for the compiler thread at once (all harts together).
+const QUEUE: usize = 16;
+/// Bytes of host code the shared table keeps; past that it starts over (harts keep the code
+/// they installed: this only bounds what is kept for harts that have not asked yet).
+const TABLE_BYTES: usize = 4 << 20;
+
+/// A region to compile for one hart, which gets the result through `reply`.
+pub(crate) struct Job {
+    pub tag: JobTag,
+    pub region: Arc<Region>,
+    pub reply: Sender<Finished>,
+}
+
+/// A compiled region: its code page's generation when it was decoded, and its host code.
+pub(crate) struct SharedCode {
+    pub gen: u32,
+    pub region: Arc<Region>,
+    pub code: Arc<[u8]>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_hpa: HashMap<u64, Arc<SharedCode>>,
+    bytes: usize,
+}
+
+impl Table {
+    fn get(&self, hpa: u64, gen: u32) -> Option<Arc<SharedCode>> {
+        self.by_hpa.get(&hpa).filter(|s| s.gen == gen).cloned()
+    }
+
+    fn put(&mut self, hpa: u64, s: Arc<SharedCode>) {
+        if self.bytes + s.code.len() > TABLE_BYTES {
+            self.by_hpa.clear();
+            self.bytes = 0;
+        }
+        self.bytes += s.code.len();
+        if let Some(old) = self.by_hpa.insert(hpa, s) {
+            self.bytes -= old.code.len();
+        }
+    }
+}
+
+struct Inner {
+    table: Arc<Mutex<Table>>,
+    jobs: SyncSender<Job>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The only sender (harts queue through the pool, which they hold): dropping it ends
+        // the thread.
+        let (dead, _) = sync_channel(0);
+        drop(std::mem::replace(&mut self.jobs, dead));
+        if let Some(t) = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The compiling tier's compiler thread and shared code for the harts of one VM (pass it to
+/// [`crate::Hart::enable_jit`] for each).
+#[derive(Clone)]
+pub struct JitPool(Arc<Inner>);
+
+impl std::fmt::Debug for JitPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitPool").finish_non_exhaustive()
+    }
+}
+
+impl JitPool {
+    /// Start the compiler thread (named `name`). Call it before the process forbids new
+    /// threads.
+    pub fn new(name: &str) -> Result<JitPool, String> {
+        let mut compiler = Compiler::new()?;
+        let table = Arc::new(Mutex::new(Table::default()));
+        let (jobs, rx) = sync_channel::<Job>(QUEUE);
+        let t = Arc::clone(&table);
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                for job in rx {
+                    let done = compile(&mut compiler, &t, job.tag, job.region);
+                    // A hart that has gone away no longer needs it.
+                    let _ = job.reply.send(done);
+                }
+            })
+            .map_err(|e| format!("starting the compiler thread: {e}"))?;
+        Ok(JitPool(Arc::new(Inner {
+            table,
+            jobs,
+            thread: Mutex::new(Some(thread)),
+        })))
+    }
+
+    /// Queue `job`; false if the queue is full.
+    pub(crate) fn try_send(&self, job: Job) -> bool {
+        self.0.jobs.try_send(job).is_ok()
+    }
+
+    /// Code for the region entered at `hpa` in a page of generation `gen`, if a hart has
+    /// compiled one.
+    pub(crate) fn lookup(&self, hpa: u64, gen: u32) -> Option<Arc<SharedCode>> {
+        lock(&self.0.table).get(hpa, gen)
+    }
+
+    /// Offer code a hart compiled itself to the others.
+    pub(crate) fn offer(&self, hpa: u64, s: Arc<SharedCode>) {
+        lock(&self.0.table).put(hpa, s);
+    }
+}
+
+fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One job on the compiler thread: the shared code if another hart's job has produced it
+/// meanwhile, else a compilation (offered to the other harts).
+fn compile(c: &mut Compiler, table: &Mutex<Table>, tag: JobTag, region: Arc<Region>) -> Finished {
+    if let Some(s) = lock(table).get(tag.hpa, tag.gen) {
+        return Finished {
+            tag,
+            region: Arc::clone(&s.region),
+            code: Some(Arc::clone(&s.code)),
+            ns: 0,
+            shared: true,
+        };
+    }
+    let t = Instant::now();
+    let code: Option<Arc<[u8]>> = c.compile(&region, tag.gen).map(Arc::from);
+    let ns = t.elapsed().as_nanos() as u64;
+    if let Some(code) = &code {
+        let s = SharedCode {
+            gen: tag.gen,
+            region: Arc::clone(&region),
+            code: Arc::clone(code),
+        };
+        lock(table).put(tag.hpa, Arc::new(s));
+    }
+    Finished {
+        tag,
+        region,
+        code,
+        ns,
+        shared: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hart::jit::region::Part;
+
+    fn shared(gen: u32, len: usize) -> Arc<SharedCode> {
+        Arc::new(SharedCode {
+            gen,
+            region: Arc::new(Region {
+                parts: vec![Part {
+                    delta: 0,
+                    insts: Box::new([]),
+                }],
+            }),
+            code: vec![0xcc; len].into(),
+        })
+    }
+
+    #[test]
+    fn table_matches_generation_and_stays_bounded() {
+        let mut t = Table::default();
+        t.put(0x1000, shared(3, 100));
+        assert!(t.get(0x1000, 3).is_some());
+        assert!(t.get(0x1000, 4).is_none(), "another generation of the page");
+        assert!(t.get(0x2000, 3).is_none());
+        t.put(0x1000, shared(4, 300));
+        assert_eq!(t.bytes, 300, "a replaced entry's bytes are given back");
+        t.put(0x2000, shared(1, TABLE_BYTES - 300));
+        assert_eq!(t.bytes, TABLE_BYTES);
+        t.put(0x3000, shared(1, 1));
+        assert_eq!(t.bytes, 1, "full: starts over");
+        assert!(t.get(0x1000, 4).is_none() && t.get(0x3000, 1).is_some());
+    }
+}

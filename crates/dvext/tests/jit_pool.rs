@@ -1,0 +1,117 @@
+//! The VM's compiler thread and shared code: a region one hart compiled is installed by
+//! another hart of the VM without compiling it again, and runs with the same results as the
+//! interpreter; code written after it was compiled is never shared.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use dvext::{Exit, Hart, JitPool};
+
+/// A loop long enough for the compiler thread to deliver its regions while it runs; `a0` is a
+/// checksum of the work.
+const WORK: &str = "
+    .option norvc
+    li s0, DATA
+    li s1, 0
+    li a0, 1
+    li s2, 300000
+loop:
+    andi t0, s1, 255
+    slli t0, t0, 3
+    add t0, t0, s0
+    ld t1, 0(t0)
+    xor t1, t1, a0
+    add t1, t1, s1
+    sd t1, 0(t0)
+    slli t2, a0, 7
+    xor a0, a0, t2
+    srli t2, a0, 9
+    xor a0, a0, t2
+    addi s1, s1, 1
+    bne s1, s2, loop
+    ecall
+";
+
+/// Run another hart of `vm` (set up to start at the program's entry) to its ecall.
+fn run_to_ecall(vm: &TestVm, h: &mut Hart) {
+    let e = run_with_watchdog(h, &vm.intr, Duration::from_secs(60));
+    assert!(
+        matches!(
+            e,
+            Exit::Trap {
+                cause: dvext::csr::cause::ECALL_VS,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+fn src() -> String {
+    WORK.replace("DATA", &format!("{DATA:#x}"))
+}
+
+/// The interpreter's checksum and data page for one run of the program.
+fn reference() -> (u64, Vec<u8>) {
+    let mut vm = TestVm::with_program(&src());
+    vm.run_to_ecall();
+    (vm.x(r::A0), vm.read(DATA, 2048))
+}
+
+#[test]
+fn a_second_hart_installs_the_first_harts_code() {
+    let (want, want_data) = reference();
+    let mut vm = TestVm::with_program(&src());
+    let pool = JitPool::new("test-jit").unwrap();
+    vm.hart.enable_jit(100, Some(&pool)).unwrap();
+    let mut h1 = vm.add_hart(1);
+    h1.enable_jit(100, Some(&pool)).unwrap();
+
+    vm.run_to_ecall();
+    assert_eq!(vm.x(r::A0), want);
+    assert_eq!(vm.read(DATA, 2048), want_data);
+    let s0 = vm.hart.stats().jit;
+    assert!(s0.compiled > 0, "hart 0 compiled nothing: {s0:?}");
+
+    // Hart 1 runs the same code, from fresh data: it copies hart 0's regions.
+    vm.write(DATA, &[0; 2048]);
+    let t = Instant::now();
+    run_to_ecall(&vm, &mut h1);
+    assert_eq!(h1.gpr(r::A0), want);
+    assert_eq!(vm.read(DATA, 2048), want_data);
+    let s1 = h1.stats().jit;
+    assert!(s1.shared > 0, "hart 1 compiled everything again: {s1:?}");
+    assert_eq!(
+        s1.compile_ns,
+        0,
+        "hart 1 compiled: {s1:?} in {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn code_rewritten_after_it_was_compiled_is_not_shared() {
+    let changed = src().replace("slli t2, a0, 7", "slli t2, a0, 5");
+    let want = {
+        let mut vm = TestVm::with_program(&changed);
+        vm.run_to_ecall();
+        vm.x(r::A0)
+    };
+    let mut vm = TestVm::with_program(&src());
+    let pool = JitPool::new("test-jit").unwrap();
+    vm.hart.enable_jit(100, Some(&pool)).unwrap();
+    let mut h1 = vm.add_hart(1);
+    h1.enable_jit(100, Some(&pool)).unwrap();
+    vm.run_to_ecall();
+    assert!(vm.hart.stats().jit.compiled > 0);
+
+    // The host rewrites the loop (same length, one shift amount changed) before hart 1 runs.
+    let bin = assemble(&changed);
+    vm.write(RAM_GPA, &bin);
+    vm.write(DATA, &[0; 2048]);
+    run_to_ecall(&vm, &mut h1);
+    assert_eq!(h1.gpr(r::A0), want, "hart 1 ran the old code");
+    assert_eq!(h1.stats().jit.shared, 0);
+}
