@@ -53,27 +53,33 @@ fn src() -> String {
     WORK.replace("DATA", &format!("{DATA:#x}"))
 }
 
-/// The interpreter's checksum and data page for one run of the program.
-fn reference() -> (u64, Vec<u8>) {
-    let mut vm = TestVm::with_program(&src());
+/// The interpreter's checksum and data page for one run of `src`.
+fn reference(src: &str) -> (u64, Vec<u8>) {
+    let mut vm = TestVm::with_program(src);
     vm.run_to_ecall();
     (vm.x(r::A0), vm.read(DATA, 2048))
 }
 
-#[test]
-fn a_second_hart_installs_the_first_harts_code() {
-    let (want, want_data) = reference();
+/// The program in a VM with a compiler pool, run to its ecall on hart 0; and hart 1 of the same
+/// VM, sharing the pool, ready to run it.
+fn ran_on_hart0() -> (TestVm, Hart) {
     let mut vm = TestVm::with_program(&src());
     let pool = JitPool::new("test-jit").unwrap();
     vm.hart.enable_jit(100, Some(&pool)).unwrap();
     let mut h1 = vm.add_hart(1);
     h1.enable_jit(100, Some(&pool)).unwrap();
-
     vm.run_to_ecall();
-    assert_eq!(vm.x(r::A0), want);
-    assert_eq!(vm.read(DATA, 2048), want_data);
     let s0 = vm.hart.stats().jit;
     assert!(s0.compiled > 0, "hart 0 compiled nothing: {s0:?}");
+    (vm, h1)
+}
+
+#[test]
+fn a_second_hart_installs_the_first_harts_code() {
+    let (want, want_data) = reference(&src());
+    let (vm, mut h1) = ran_on_hart0();
+    assert_eq!(vm.x(r::A0), want);
+    assert_eq!(vm.read(DATA, 2048), want_data);
 
     // Hart 1 runs the same code, from fresh data: it copies hart 0's regions.
     vm.write(DATA, &[0; 2048]);
@@ -94,18 +100,8 @@ fn a_second_hart_installs_the_first_harts_code() {
 #[test]
 fn code_rewritten_after_it_was_compiled_is_not_shared() {
     let changed = src().replace("slli t2, a0, 7", "slli t2, a0, 5");
-    let want = {
-        let mut vm = TestVm::with_program(&changed);
-        vm.run_to_ecall();
-        vm.x(r::A0)
-    };
-    let mut vm = TestVm::with_program(&src());
-    let pool = JitPool::new("test-jit").unwrap();
-    vm.hart.enable_jit(100, Some(&pool)).unwrap();
-    let mut h1 = vm.add_hart(1);
-    h1.enable_jit(100, Some(&pool)).unwrap();
-    vm.run_to_ecall();
-    assert!(vm.hart.stats().jit.compiled > 0);
+    let (want, _) = reference(&changed);
+    let (vm, mut h1) = ran_on_hart0();
 
     // The host rewrites the loop (same length, one shift amount changed) before hart 1 runs.
     let bin = assemble(&changed);
