@@ -149,9 +149,8 @@ impl BlockCache {
     /// The cached block for virtual `pc` at physical `hpa`, if any (generation not checked).
     #[inline(always)]
     pub fn find(&mut self, pc: u64, hpa: u64) -> Option<u32> {
-        let e = self.jmp[Self::jmp_slot(pc)];
-        if e.pc == pc && e.hpa == hpa {
-            return Some(e.idx);
+        if let Some(idx) = self.find_quick(pc, hpa) {
+            return Some(idx);
         }
         let idx = *self.by_hpa.get(&hpa)?;
         self.jmp[Self::jmp_slot(pc)] = JmpEntry { pc, hpa, idx };

@@ -577,11 +577,8 @@ impl Hart {
                 }
                 continue;
             };
-            match jit.install(&code, f.region, f.ns, t.hpa) {
+            match jit.install(&code, f.region, f.ns, t.hpa, f.shared) {
                 Compiled::Code(func, region) => {
-                    if f.shared {
-                        jit.stats.shared += 1;
-                    }
                     b.jit = Some(func);
                     b.region = Some(region);
                 }
@@ -686,7 +683,7 @@ impl Hart {
     /// counter, if it is compiled and known current without further work (the TLB maps `pc`,
     /// the jump cache knows the block, and neither its page nor the fence.i epoch changed).
     #[inline(always)]
-    fn next_compiled(&mut self, pc: u64) -> Option<(JitFn, u32, *const u32)> {
+    fn next_compiled(&self, pc: u64) -> Option<(JitFn, u32, *const u32)> {
         let hpa = self.cpu.tlb_fetch_hit(pc)?;
         let i = self.cache.find_quick(pc, hpa)?;
         let b = self.cache.get(i);

@@ -283,11 +283,7 @@ impl Jit {
             // Another hart compiled it: copy its code.
             if let Some(sc) = pool.lookup(tag.hpa, tag.gen) {
                 if sc.region.matches(mem, tag.hpa) {
-                    let r = self.install(&sc.code, Arc::clone(&sc.region), 0, tag.hpa);
-                    if let Compiled::Code(..) = r {
-                        self.stats.shared += 1;
-                    }
-                    return r;
+                    return self.install(&sc.code, Arc::clone(&sc.region), 0, tag.hpa, true);
                 }
             }
             if !inline {
@@ -324,11 +320,19 @@ impl Jit {
             };
             pool.offer(tag.hpa, Arc::new(sc));
         }
-        self.install(&code, region, ns, tag.hpa)
+        self.install(&code, region, ns, tag.hpa, false)
     }
 
-    /// Copy compiled code for `region` (entered at `hpa`) into the code space.
-    pub fn install(&mut self, code: &[u8], region: Arc<Region>, ns: u64, hpa: u64) -> Compiled {
+    /// Copy compiled code for `region` (entered at `hpa`) into the code space; `shared`: the
+    /// code was compiled earlier, for another hart or before a code-space reset.
+    pub fn install(
+        &mut self,
+        code: &[u8],
+        region: Arc<Region>,
+        ns: u64,
+        hpa: u64,
+        shared: bool,
+    ) -> Compiled {
         let Some(addr) = self.arena.push(code) else {
             return Compiled::Full;
         };
@@ -343,6 +347,7 @@ impl Jit {
             let _ = f.write_all(line.as_bytes());
         }
         self.stats.compiled += 1;
+        self.stats.shared += shared as u64;
         self.stats.code_bytes += code.len() as u64;
         self.stats.compile_ns += ns;
         self.stats.parts += region.parts.len() as u64;

@@ -61,16 +61,15 @@ impl Table {
 
 struct Inner {
     table: Arc<Mutex<Table>>,
-    jobs: SyncSender<Job>,
+    /// The only sender (harts queue through the pool, which they hold): taken on drop, which
+    /// ends the thread.
+    jobs: Option<SyncSender<Job>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The only sender (harts queue through the pool, which they hold): dropping it ends
-        // the thread.
-        let (dead, _) = sync_channel(0);
-        drop(std::mem::replace(&mut self.jobs, dead));
+        self.jobs.take();
         if let Some(t) = self
             .thread
             .get_mut()
@@ -113,14 +112,17 @@ impl JitPool {
             .map_err(|e| format!("starting the compiler thread: {e}"))?;
         Ok(JitPool(Arc::new(Inner {
             table,
-            jobs,
+            jobs: Some(jobs),
             thread: Mutex::new(Some(thread)),
         })))
     }
 
     /// Queue `job`; false if the queue is full.
     pub(crate) fn try_send(&self, job: Job) -> bool {
-        self.0.jobs.try_send(job).is_ok()
+        self.0
+            .jobs
+            .as_ref()
+            .is_some_and(|j| j.try_send(job).is_ok())
     }
 
     /// Code for the region entered at `hpa` in a page of generation `gen`, if a hart has

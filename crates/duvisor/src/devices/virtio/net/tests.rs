@@ -146,6 +146,14 @@ impl Rig {
         f
     }
 
+    /// Put `f` behind a virtio-net header in guest memory at `gpa` (a frame to transmit).
+    fn put_frame(&self, gpa: u64, f: &[u8]) {
+        self.h
+            .mem
+            .write_slice(&with_header(f), GuestAddress(gpa))
+            .unwrap();
+    }
+
     /// Nothing (more) reached the back end.
     fn nothing_sent(&self) -> bool {
         self.peer.set_nonblocking(true).unwrap();
@@ -242,9 +250,7 @@ fn expect_broken(q: usize, build: impl Fn(&Rig)) {
     if q == RX {
         r.inject(&frame(60, 3));
     } else {
-        r.h.mem
-            .write_slice(&with_header(&frame(60, 3)), GuestAddress(BUF))
-            .unwrap();
+        r.put_frame(BUF, &frame(60, 3));
     }
     let before = r.guest_buffers();
     build(&r);
@@ -299,9 +305,7 @@ fn huge_lengths_need_reset() {
 fn transmit_buffers_too_short_for_a_frame_are_dropped() {
     let mut r = Rig::new();
     let f = frame(60, 4);
-    r.h.mem
-        .write_slice(&with_header(&f), GuestAddress(BUF))
-        .unwrap();
+    r.put_frame(BUF, &f);
     // Less than a virtio-net header; a header and less than an Ethernet header.
     r.desc(TX, 0, BUF, HDR_LEN as u32 - 1, false, None);
     r.desc(TX, 1, BUF, (HDR_LEN + 13) as u32, false, None);
@@ -328,12 +332,8 @@ fn transmit_frames_over_the_maximum_are_dropped() {
     let over = frame(MAX_FRAME + 1, 6);
     // The largest frame taken, then one byte more, each split over two descriptors.
     let big = BUF + 0x20000;
-    r.h.mem
-        .write_slice(&with_header(&max), GuestAddress(BUF))
-        .unwrap();
-    r.h.mem
-        .write_slice(&with_header(&over), GuestAddress(big))
-        .unwrap();
+    r.put_frame(BUF, &max);
+    r.put_frame(big, &over);
     let (a, b) = (HDR_LEN as u32, MAX_FRAME as u32);
     r.desc(TX, 0, big, a, false, Some(1));
     r.desc(TX, 1, big + a as u64, b + 1, false, None);
