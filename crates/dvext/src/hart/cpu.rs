@@ -72,6 +72,8 @@ pub(crate) struct Cpu {
     pub jit_flow: Option<super::exec::Flow>,
     /// Traps raised by instructions (to tell a completed instruction from a trapping one).
     pub traps: u64,
+    /// Interrupts delivered to the guest (taken in VS-mode), like an HPM event counter.
+    pub irqs_taken: u64,
     pub tlb: Tlb,
 
     pub mem: Arc<PhysMemory>,
@@ -124,6 +126,7 @@ impl Cpu {
             jit_trap: None,
             jit_flow: None,
             traps: 0,
+            irqs_taken: 0,
             tlb: Tlb::new(),
             mem: platform.mem.clone(),
             pmc: platform.pmc.clone(),

@@ -114,6 +114,12 @@ impl Hart {
         self.cpu.vcpu_id
     }
 
+    /// Interrupts the guest has taken so far (delivered in VS-mode; a hypervisor watchdog
+    /// tells a busy guest from a locked-up one by whether this moves).
+    pub fn interrupts_taken(&self) -> u64 {
+        self.cpu.irqs_taken
+    }
+
     pub fn stats(&self) -> HartStats {
         HartStats {
             instret: self.cpu.instret,

@@ -227,6 +227,7 @@ impl Cpu {
             let bit = highest_irq(p);
             // VS-level interrupt bits appear to the guest one position lower (VSSIP -> SSIP).
             let pc = self.pc;
+            self.irqs_taken += 1;
             self.trap_to_vs(cause::INTERRUPT | (bit - 1), 0, pc);
         }
         None
