@@ -1,8 +1,8 @@
 //! Decoded block -> Cranelift IR.
 //!
 //! The generated function takes a [`JitEnv`] and runs the block's instructions: guest integer
-//! registers live in Cranelift variables (loaded on entry where read, stored back at every
-//! exit where written), loads and stores look the software TLB up inline and call back into
+//! registers are loaded from the register file where a part first reads them and written
+//! through at once, loads and stores look the software TLB up inline and call back into
 //! the engine only on a miss, a store to a page holding decoded code, or a misaligned access.
 //! Everything else the interpreter does at block ends (instret, interrupts, traps) stays in
 //! Rust: the function returns how the block ended and the run loop carries on from there.
@@ -146,6 +146,11 @@ struct Tx<'a, 'b> {
     helpers: Helpers,
     /// The shared trap exit (parameter: index of the trapping instruction), once needed.
     trap_exit: Option<IrBlock>,
+    /// Guest registers as values of the current part (None: not read or written in it yet).
+    /// Each part starts afresh from the register file: values carried across parts, which
+    /// loops join from several places, made every register live everywhere, so Cranelift
+    /// spilled (and took long to allocate) what a load from the register file gives as fast.
+    regs: [Option<Value>; 32],
 }
 
 impl Tx<'_, '_> {
@@ -154,12 +159,19 @@ impl Tx<'_, '_> {
         self.b.ins().iadd_imm(self.pc0v, delta)
     }
 
+    /// A guest register: the value this part last wrote or read, else loaded from the
+    /// register file.
     fn read(&mut self, r: u8) -> Value {
         if r == 0 || r == X0_SINK {
-            self.b.ins().iconst(I64, 0)
-        } else {
-            self.b.use_var(Variable::new(r as usize))
+            return self.b.ins().iconst(I64, 0);
         }
+        let r = r as usize;
+        if let Some(v) = self.regs[r] {
+            return v;
+        }
+        let v = self.b.ins().load(I64, flags(), self.x_base, off(r * 8));
+        self.regs[r] = Some(v);
+        v
     }
 
     /// Registers are written through to the register file at once (a store the host's store
@@ -167,7 +179,7 @@ impl Tx<'_, '_> {
     /// compile, and a trap sees exactly the registers retired before it.
     fn write(&mut self, r: u8, v: Value) {
         if r != 0 && r != X0_SINK {
-            self.b.def_var(Variable::new(r as usize), v);
+            self.regs[r as usize] = Some(v);
             self.b
                 .ins()
                 .store(flags(), v, self.x_base, off(r as usize * 8));
@@ -258,9 +270,8 @@ impl Tx<'_, '_> {
         // Integer destinations were written to the register file; an FP destination's number
         // reloads an integer register that is current in memory anyway (write-through).
         let rd = inst.rd as usize;
-        if (1..32).contains(&rd) {
-            let v = self.b.ins().load(I64, flags(), self.x_base, off(rd * 8));
-            self.b.def_var(Variable::new(rd), v);
+        if rd < 32 {
+            self.regs[rd] = None;
         }
     }
 
@@ -693,19 +704,6 @@ impl Tx<'_, '_> {
     }
 }
 
-/// Integer registers `inst` reads (bit r = x_r; x0 excluded).
-fn read_mask(inst: &Inst) -> u32 {
-    use Op::*;
-    let (r1, r2) = match inst.op {
-        Lui | Auipc | Jal | Fence => (false, false),
-        Jalr | Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Addi | Slti | Sltiu | Xori | Ori | Andi
-        | Slli | Srli | Srai | Addiw | Slliw | Srliw | Sraiw => (true, false),
-        _ => (true, true),
-    };
-    let bit = |r: u8| if r == 0 || r >= 32 { 0 } else { 1u32 << r };
-    (if r1 { bit(inst.rs1) } else { 0 }) | (if r2 { bit(inst.rs2) } else { 0 })
-}
-
 /// Build `func` for `region`, whose code page had generation `gen` when it was decoded.
 pub(crate) fn translate(
     func: &mut Function,
@@ -719,14 +717,6 @@ pub(crate) fn translate(
     sig.params.push(AbiParam::new(I64));
     sig.returns.push(AbiParam::new(I64));
     func.signature = sig;
-
-    // Registers the region may read before writing them are loaded on entry (all registers
-    // any part reads: with loops, "before" is not a straight line).
-    let reads = region
-        .parts
-        .iter()
-        .flat_map(|p| p.insts.iter())
-        .fold(0u32, |m, inst| m | read_mask(inst));
 
     let mut b = FunctionBuilder::new(func, fctx);
     let mut helper_sig = |nargs: usize| {
@@ -745,10 +735,7 @@ pub(crate) fn translate(
     b.switch_to_block(entry);
     b.seal_block(entry);
     let env = b.block_params(entry)[0];
-    for r in 1..32 {
-        b.declare_var(Variable::new(r), I64);
-    }
-    let retired = Variable::new(32);
+    let retired = Variable::new(0);
     b.declare_var(retired, I64);
     let zero = b.ins().iconst(I64, 0);
     b.def_var(retired, zero);
@@ -758,12 +745,6 @@ pub(crate) fn translate(
     let pc0v = b
         .ins()
         .load(I64, flags(), env, off(std::mem::offset_of!(JitEnv, pc0)));
-    for r in 1..32 {
-        if reads & (1 << r) != 0 {
-            let v = b.ins().load(I64, flags(), x_base, off(r * 8));
-            b.def_var(Variable::new(r), v);
-        }
-    }
     let heads: Vec<IrBlock> = region.parts.iter().map(|_| b.create_block()).collect();
     b.ins().jump(heads[0], &[]);
     let mut tx = Tx {
@@ -780,10 +761,12 @@ pub(crate) fn translate(
         helper_sig: [load_sig, store_sig],
         helpers,
         trap_exit: None,
+        regs: [None; 32],
     };
     for (j, part) in region.parts.iter().enumerate() {
         tx.part = j;
         tx.insts = &part.insts;
+        tx.regs = [None; 32];
         tx.b.switch_to_block(tx.heads[j]);
         let n = part.insts.len();
         let mut open = true;
