@@ -136,6 +136,8 @@ impl VmShared {
         r.jit.resets += s.jit.resets;
         r.jit.failed += s.jit.failed;
         r.jit.shared += s.jit.shared;
+        r.jit.entered += s.jit.entered;
+        r.jit.chained += s.jit.chained;
     }
 }
 
@@ -194,6 +196,11 @@ impl VmReport {
                 h.jit.compile_ns as f64 / 1e9,
                 h.jit.resets,
                 h.jit.failed
+            )?;
+            writeln!(
+                out,
+                "compiled code        entered {} times from the run loop, {} times straight from another region",
+                h.jit.entered, h.jit.chained
             )?;
         }
         writeln!(

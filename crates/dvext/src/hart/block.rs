@@ -103,17 +103,27 @@ pub(crate) const NEVER_COMPILE: u32 = u32::MAX;
 /// `Block::hits` of a block whose region the compiler thread is working on.
 pub(crate) const COMPILING: u32 = u32::MAX - 1;
 
+/// A jump-cache entry. It also carries the block's compiled code with the page generation and
+/// fence.i epoch the block was current at, so that going from one compiled region to the next
+/// reads this entry and the page's generation, not the block itself (a cache miss that
+/// dominated region-to-region dispatch).
 #[derive(Clone, Copy)]
 struct JmpEntry {
     pc: u64,
     hpa: u64,
+    jit: Option<JitFn>,
     idx: u32,
+    gen: u32,
+    epoch: u32,
 }
 
 const JMP_EMPTY: JmpEntry = JmpEntry {
     pc: 1,
     hpa: 0,
+    jit: None,
     idx: 0,
+    gen: 0,
+    epoch: 0,
 };
 
 pub(crate) struct BlockCache {
@@ -143,7 +153,7 @@ impl BlockCache {
 
     #[inline(always)]
     fn jmp_slot(pc: u64) -> usize {
-        ((pc >> 1) ^ (pc >> (JMP_BITS + 1))) as usize & (JMP_SIZE - 1)
+        (pc.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - JMP_BITS)) as usize
     }
 
     /// The cached block for virtual `pc` at physical `hpa`, if any (generation not checked).
@@ -153,15 +163,40 @@ impl BlockCache {
             return Some(idx);
         }
         let idx = *self.by_hpa.get(&hpa)?;
-        self.jmp[Self::jmp_slot(pc)] = JmpEntry { pc, hpa, idx };
+        self.remember(pc, idx);
         Some(idx)
     }
 
     /// The block for virtual `pc` at physical `hpa` if the jump cache has it.
     #[inline(always)]
     pub fn find_quick(&self, pc: u64, hpa: u64) -> Option<u32> {
-        let e = self.jmp[Self::jmp_slot(pc)];
+        let e = &self.jmp[Self::jmp_slot(pc)];
         (e.pc == pc && e.hpa == hpa).then_some(e.idx)
+    }
+
+    /// The compiled code of the block at virtual `pc` and physical `hpa`, and its index, if
+    /// the jump cache knows it as compiled at page generation `gen` in the current epoch.
+    #[inline(always)]
+    pub fn find_compiled(&self, pc: u64, hpa: u64, gen: u32) -> Option<(JitFn, u32)> {
+        let e = &self.jmp[Self::jmp_slot(pc)];
+        if e.pc == pc && e.hpa == hpa && e.gen == gen && e.epoch == self.epoch {
+            return e.jit.map(|f| (f, e.idx));
+        }
+        None
+    }
+
+    /// Point the jump-cache entry of virtual `pc` at block `idx`, as the block is now.
+    #[inline(always)]
+    pub fn remember(&mut self, pc: u64, idx: u32) {
+        let b = &self.blocks[idx as usize];
+        self.jmp[Self::jmp_slot(pc)] = JmpEntry {
+            pc,
+            hpa: b.hpa,
+            jit: b.jit,
+            idx,
+            gen: b.gen,
+            epoch: b.epoch,
+        };
     }
 
     #[inline(always)]
@@ -184,6 +219,9 @@ impl BlockCache {
 
     /// Drop every block's compiled code (the code space is being reused).
     pub fn drop_compiled(&mut self) {
+        for e in self.jmp.iter_mut() {
+            e.jit = None;
+        }
         for b in self.blocks.iter_mut() {
             b.jit = None;
             b.region = None;
@@ -198,8 +236,10 @@ impl BlockCache {
         self.built += 1;
         let hpa = block.hpa;
         if let Some(&idx) = self.by_hpa.get(&hpa) {
+            // Other entries for the old block fail the generation or epoch check: it was
+            // replaced because its page changed or it no longer matched memory.
             self.blocks[idx as usize] = block;
-            self.jmp[Self::jmp_slot(pc)] = JmpEntry { pc, hpa, idx };
+            self.remember(pc, idx);
             return idx;
         }
         if self.blocks.len() >= MAX_BLOCKS {
@@ -208,7 +248,7 @@ impl BlockCache {
         let idx = self.blocks.len() as u32;
         self.blocks.push(block);
         self.by_hpa.insert(hpa, idx);
-        self.jmp[Self::jmp_slot(pc)] = JmpEntry { pc, hpa, idx };
+        self.remember(pc, idx);
         idx
     }
 

@@ -465,7 +465,11 @@ impl Hart {
             };
             let flow = match idx {
                 BlockRef::Cached(i) => match self.compiled(i) {
-                    Some(f) => self.run_compiled(f, i, pc),
+                    Some(f) => {
+                        // Compiled or revalidated since the jump cache last saw it.
+                        self.cache.remember(pc, i);
+                        self.run_compiled(f, i, pc)
+                    }
                     None => {
                         let insts: &[Inst] = &self.cache.get(i).insts;
                         self.cpu.exec_block(insts, pc)
@@ -607,20 +611,17 @@ impl Hart {
         // Everything but `x` and `cpu` points at heap allocations outside `Cpu` that do not
         // move while the VM exists.
         let mut env = JitEnv {
-            x: std::ptr::null_mut(),
             tlb_read: c.tlb.table_ptr(c.mmu_idx, ACC_READ),
             tlb_write: c.tlb.table_ptr(c.mmu_idx, ACC_WRITE),
             code_flags: c.mem.code_flags_ptr(),
             mem_base: c.mem.base_addr(),
-            cpu: std::ptr::null_mut(),
             pc0: pc,
             budget: c.poll as i64,
             req: c.shared.req.as_ptr().cast_const(),
             page_gen: c.mem.code_gen_ptr(hpa),
-            retired: 0,
-            next_pc: 0,
-            value: 0,
+            ..JitEnv::new()
         };
+        let mut chained = 0u64;
         let r = loop {
             let cpu: *mut Cpu = &mut self.cpu;
             env.cpu = cpu;
@@ -642,6 +643,7 @@ impl Hart {
             }
             match self.next_compiled(pc) {
                 Some((g, j, page_gen)) => {
+                    chained += 1;
                     (f, i) = (g, j);
                     env.pc0 = pc;
                     env.page_gen = page_gen;
@@ -650,6 +652,10 @@ impl Hart {
             }
         };
         self.cpu.poll = env.budget.max(0) as u32;
+        if let Some(jit) = &mut self.jit {
+            jit.stats.entered += 1;
+            jit.stats.chained += chained;
+        }
         if r & RET_TRAP == 0 {
             self.cpu.pc = pc;
             return Flow::Next;
@@ -691,11 +697,10 @@ impl Hart {
     #[inline(always)]
     fn next_compiled(&self, pc: u64) -> Option<(JitFn, u32, *const u32)> {
         let hpa = self.cpu.tlb_fetch_hit(pc)?;
-        let i = self.cache.find_quick(pc, hpa)?;
-        let b = self.cache.get(i);
-        let f = b.jit?;
-        (b.gen == self.cpu.mem.code_gen(hpa) && b.epoch == self.cache.epoch())
-            .then(|| (f, i, self.cpu.mem.code_gen_ptr(hpa)))
+        let (f, i) = self
+            .cache
+            .find_compiled(pc, hpa, self.cpu.mem.code_gen(hpa))?;
+        Some((f, i, self.cpu.mem.code_gen_ptr(hpa)))
     }
 
     /// Block-boundary work: cross-thread requests, the timer, and interrupt delivery.

@@ -30,7 +30,6 @@ use crate::phys_mem::PhysMemory;
 use arena::CodeArena;
 pub use pool::JitPool;
 pub(crate) use region::Region;
-use translate::Helpers;
 
 /// A compiled block.
 pub(crate) type JitFn = unsafe extern "C" fn(*mut JitEnv) -> u64;
@@ -74,6 +73,34 @@ pub(crate) struct JitEnv {
     pub next_pc: u64,
     /// Out from the load helper: the value loaded.
     pub value: u64,
+    /// The engine callbacks (see [`JitEnv::new`]).
+    pub load_helper: usize,
+    pub store_helper: usize,
+    pub interp_helper: usize,
+}
+
+impl JitEnv {
+    /// An environment with the engine callbacks set and everything else null or zero.
+    pub fn new() -> JitEnv {
+        JitEnv {
+            x: std::ptr::null_mut(),
+            tlb_read: std::ptr::null(),
+            tlb_write: std::ptr::null(),
+            code_flags: std::ptr::null(),
+            mem_base: 0,
+            cpu: std::ptr::null_mut(),
+            pc0: 0,
+            budget: 0,
+            req: std::ptr::null(),
+            page_gen: std::ptr::null(),
+            retired: 0,
+            next_pc: 0,
+            value: 0,
+            load_helper: load_helper as *const () as usize,
+            store_helper: store_helper as *const () as usize,
+            interp_helper: interp_helper as *const () as usize,
+        }
+    }
 }
 
 /// Default number of runs after which a block is compiled: hot loops reach it within
@@ -107,6 +134,10 @@ pub struct JitStats {
     /// Of `compiled`, regions whose code was copied from an earlier compilation (for another
     /// hart of the VM, or for this one before its code space was reset) instead of compiled.
     pub shared: u64,
+    /// Times compiled code was entered from the run loop, and times a region went straight
+    /// on into the next one (see `Hart::run_compiled`).
+    pub entered: u64,
+    pub chained: u64,
 }
 
 /// Outcome of [`Jit::compile`].
@@ -186,21 +217,15 @@ impl Compiler {
     /// Host code for `region` (page generation `gen`), or None if Cranelift refused it.
     fn compile(&mut self, region: &Region, gen: u32) -> Option<Vec<u8>> {
         self.ctx.clear();
-        let helpers = Helpers {
-            load: load_helper as *const () as usize,
-            store: store_helper as *const () as usize,
-            interp: interp_helper as *const () as usize,
-        };
         translate::translate(
             &mut self.ctx.func,
             &mut self.fctx,
             self.isa.default_call_conv(),
             region,
             gen,
-            helpers,
         );
         match self.ctx.compile(&*self.isa, &mut ControlPlane::default()) {
-            // Helpers are called through addresses in registers and no data is referenced,
+            // Helpers are called through addresses in the environment and no data is referenced,
             // so the code needs no relocation; refuse it if Cranelift thought otherwise.
             Ok(c) if c.buffer.relocs().is_empty() => Some(c.code_buffer().to_vec()),
             _ => None,

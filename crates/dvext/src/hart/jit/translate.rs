@@ -22,18 +22,6 @@ use crate::hart::inst::{Inst, Op, X0_SINK};
 use crate::hart::tlb::{TlbEntry, TLB_BITS};
 use crate::phys_mem::PAGE_SHIFT;
 
-/// Engine callbacks the generated code makes (addresses baked into the code).
-#[derive(Clone, Copy)]
-pub(crate) struct Helpers {
-    /// `(env, va, size) -> status`: a load the inline path could not do; value in `env.value`.
-    pub load: usize,
-    /// `(env, va, size, value) -> status`.
-    pub store: usize,
-    /// `(env, inst, delta) -> status`: the interpreter runs `*inst` of the part at
-    /// `pc0 + delta`.
-    pub interp: usize,
-}
-
 /// Whether the compiled tier implements `op` (anything else ends the compiled prefix).
 pub(crate) fn supported(op: Op) -> bool {
     use Op::*;
@@ -143,7 +131,6 @@ struct Tx<'a, 'b> {
     /// The code page's generation when the region was decoded.
     gen: u32,
     helper_sig: [cranelift_codegen::ir::SigRef; 2],
-    helpers: Helpers,
     /// The shared trap exit (parameter: index of the trapping instruction), once needed.
     trap_exit: Option<IrBlock>,
     /// Guest registers as values of the current part (None: not read or written in it yet).
@@ -342,12 +329,23 @@ impl Tx<'_, '_> {
     }
 
     fn call_helper(&mut self, which: usize, args: &[Value]) -> Value {
-        let (addr, sig) = match which {
-            0 => (self.helpers.load, self.helper_sig[0]),
-            1 => (self.helpers.store, self.helper_sig[1]),
-            _ => (self.helpers.interp, self.helper_sig[0]),
+        // Read from the environment at the call: an address constant would be hoisted and
+        // held in a callee-saved register across the whole function, forcing spills.
+        let (field, sig) = match which {
+            0 => (
+                std::mem::offset_of!(JitEnv, load_helper),
+                self.helper_sig[0],
+            ),
+            1 => (
+                std::mem::offset_of!(JitEnv, store_helper),
+                self.helper_sig[1],
+            ),
+            _ => (
+                std::mem::offset_of!(JitEnv, interp_helper),
+                self.helper_sig[0],
+            ),
         };
-        let callee = self.b.ins().iconst(I64, addr as i64);
+        let callee = self.env_field(I64, field);
         let call = self.b.ins().call_indirect(sig, callee, args);
         self.b.inst_results(call)[0]
     }
@@ -711,7 +709,6 @@ pub(crate) fn translate(
     call_conv: CallConv,
     region: &Region,
     gen: u32,
-    helpers: Helpers,
 ) {
     let mut sig = Signature::new(call_conv);
     sig.params.push(AbiParam::new(I64));
@@ -759,7 +756,6 @@ pub(crate) fn translate(
         retired,
         gen,
         helper_sig: [load_sig, store_sig],
-        helpers,
         trap_exit: None,
         regs: [None; 32],
     };
