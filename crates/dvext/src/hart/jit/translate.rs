@@ -4,6 +4,9 @@
 //! registers are loaded from the register file where a part first reads them and written
 //! through at once, loads and stores look the software TLB up inline and call back into
 //! the engine only on a miss, a store to a page holding decoded code, or a misaligned access.
+//! Those calls, the trap exits and the ways out when the block budget is spent are cold
+//! blocks, laid out after the hot code: a guest's hot loop can run through hundreds of
+//! regions, and the host instruction cache, more than instruction count, sets its speed.
 //! Everything else the interpreter does at block ends (instret, interrupts, traps) stays in
 //! Rust: the function returns how the block ended and the run loop carries on from there.
 
@@ -201,6 +204,8 @@ impl Tx<'_, '_> {
             return;
         };
         let out = self.b.create_block();
+        // Taken once per budget or when the page was written: out of the hot path's way.
+        self.b.set_cold_block(out);
         let budget = self.env_field(I64, std::mem::offset_of!(JitEnv, budget));
         let budget = self.b.ins().iadd_imm(budget, -1);
         self.b.ins().store(
@@ -270,6 +275,7 @@ impl Tx<'_, '_> {
     fn trap_code_if(&mut self, status: Value, what: u64, ok: IrBlock) {
         let exit = *self.trap_exit.get_or_insert_with(|| {
             let blk = self.b.create_block();
+            self.b.set_cold_block(blk);
             self.b.append_block_param(blk, I64);
             blk
         });
@@ -356,6 +362,7 @@ impl Tx<'_, '_> {
         let fast = self.b.create_block();
         let slow = self.b.create_block();
         let join = self.b.create_block();
+        self.b.set_cold_block(slow);
         self.b.append_block_param(join, I64);
         self.b.ins().brif(hit, fast, &[], slow, &[]);
 
@@ -375,6 +382,7 @@ impl Tx<'_, '_> {
         let sz = self.b.ins().iconst(I64, size as i64);
         let st = self.call_helper(0, &[self.env, va, sz]);
         let ok = self.b.create_block();
+        self.b.set_cold_block(ok);
         self.trap_if(st, i, ok);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
@@ -397,6 +405,7 @@ impl Tx<'_, '_> {
         let fast = self.b.create_block();
         let slow = self.b.create_block();
         let join = self.b.create_block();
+        self.b.set_cold_block(slow);
         self.b.ins().brif(hit, probe, &[], slow, &[]);
 
         // A page holding decoded code goes the slow way, which invalidates the code.
