@@ -617,7 +617,6 @@ impl Hart {
             mem_base: c.mem.base_addr(),
             pc0: pc,
             budget: c.poll as i64,
-            req: c.shared.req.as_ptr().cast_const(),
             page_gen: c.mem.code_gen_ptr(hpa),
             ..JitEnv::new()
         };

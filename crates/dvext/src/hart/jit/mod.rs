@@ -63,8 +63,6 @@ pub(crate) struct JitEnv {
     /// the timer and interrupts (`Cpu::poll`). Signed: a region entered with none left
     /// takes one step into the negative and leaves at its first back edge.
     pub budget: i64,
-    /// The hart's cross-thread request word (nonzero: return to the run loop).
-    pub req: *const u32,
     /// The code page's generation counter (changed: the page was written, leave).
     pub page_gen: *const u32,
     /// Out on a trap: instructions retired by the parts before the trapping one.
@@ -91,7 +89,6 @@ impl JitEnv {
             cpu: std::ptr::null_mut(),
             pc0: 0,
             budget: 0,
-            req: std::ptr::null(),
             page_gen: std::ptr::null(),
             retired: 0,
             next_pc: 0,

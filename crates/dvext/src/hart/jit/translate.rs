@@ -194,9 +194,9 @@ impl Tx<'_, '_> {
     }
 
     /// Continue at `delta` bytes from the region's entry after `k` instructions of the
-    /// current part: inside the region if that is one of its parts and nothing asks the run
-    /// loop to look (the block budget is spent, a request is pending, the page was written),
-    /// else leave.
+    /// current part: inside the region if that is one of its parts, the block budget lasts
+    /// and the page was not written, else leave. Cross-thread requests are not checked here:
+    /// the budget bounds how long they wait (the run loop checks them between regions).
     fn goto(&mut self, delta: i64, k: usize) {
         let Some(m) = self.region.find(delta) else {
             let t = self.pc_plus(delta);
@@ -220,22 +220,16 @@ impl Tx<'_, '_> {
         self.b.ins().brif(more, c1, &[], out, &[]);
         self.b.switch_to_block(c1);
         self.b.seal_block(c1);
-        let req_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, req));
-        let req = self.b.ins().load(I32, flags(), req_ptr, 0);
-        let c2 = self.b.create_block();
-        self.b.ins().brif(req, out, &[], c2, &[]);
-        self.b.switch_to_block(c2);
-        self.b.seal_block(c2);
         let gen_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, page_gen));
         let gen = self.b.ins().load(I32, flags(), gen_ptr, 0);
         let same = self
             .b
             .ins()
             .icmp_imm(IntCC::Equal, gen, self.gen as i32 as i64);
-        let c3 = self.b.create_block();
-        self.b.ins().brif(same, c3, &[], out, &[]);
-        self.b.switch_to_block(c3);
-        self.b.seal_block(c3);
+        let c2 = self.b.create_block();
+        self.b.ins().brif(same, c2, &[], out, &[]);
+        self.b.switch_to_block(c2);
+        self.b.seal_block(c2);
         let before = self.b.use_var(self.retired);
         let now = self.b.ins().iadd_imm(before, k as i64);
         self.b.def_var(self.retired, now);
