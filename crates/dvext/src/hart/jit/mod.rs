@@ -190,7 +190,11 @@ impl Compiler {
             f.set(k, v)
                 .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
         };
-        set(&mut flags, "opt_level", "speed")?;
+        // No e-graph pass: the translation already keeps guest registers in SSA values, and
+        // the pass cost more host CPU than it saved. Compiling competes with the vCPUs when
+        // they outnumber host cores (4-vCPU boot plus the bench's smp workload: 6.2 s of
+        // compiling -> 4.5 s; smp 0.92 -> 0.79 s, boot4 3.79 -> 3.50 s, medians of 3).
+        set(&mut flags, "opt_level", "none")?;
         set(
             &mut flags,
             "enable_verifier",
