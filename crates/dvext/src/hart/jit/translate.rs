@@ -300,12 +300,19 @@ impl Tx<'_, '_> {
     fn tlb_probe(&mut self, table_field: usize, va: Value, size: u64) -> (Value, Value) {
         let ins = self.b.ins();
         let table = ins.load(I64, flags(), self.env, off(table_field));
-        let slot = self.b.ins().ushr_imm(va, PAGE_SHIFT as i64);
-        let slot = self.b.ins().band_imm(slot, ((1u64 << TLB_BITS) - 1) as i64);
+        // Byte offset of slot `(va >> PAGE_SHIFT) & mask` in one shift and one mask (the
+        // code generator is not asked to strength-reduce the multiply).
+        const ENTRY_SHIFT: u32 = std::mem::size_of::<TlbEntry>().trailing_zeros();
+        const _: () = assert!(std::mem::size_of::<TlbEntry>() == 1 << ENTRY_SHIFT);
+        const _: () = assert!(ENTRY_SHIFT <= PAGE_SHIFT);
         let byte_off = self
             .b
             .ins()
-            .imul_imm(slot, std::mem::size_of::<TlbEntry>() as i64);
+            .ushr_imm(va, (PAGE_SHIFT - ENTRY_SHIFT) as i64);
+        let byte_off = self
+            .b
+            .ins()
+            .band_imm(byte_off, (((1u64 << TLB_BITS) - 1) << ENTRY_SHIFT) as i64);
         let entry = self.b.ins().iadd(table, byte_off);
         let tag = self.b.ins().load(
             I64,
