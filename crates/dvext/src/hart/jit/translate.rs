@@ -305,10 +305,7 @@ impl Tx<'_, '_> {
         const ENTRY_SHIFT: u32 = std::mem::size_of::<TlbEntry>().trailing_zeros();
         const _: () = assert!(std::mem::size_of::<TlbEntry>() == 1 << ENTRY_SHIFT);
         const _: () = assert!(ENTRY_SHIFT <= PAGE_SHIFT);
-        let byte_off = self
-            .b
-            .ins()
-            .ushr_imm(va, (PAGE_SHIFT - ENTRY_SHIFT) as i64);
+        let byte_off = self.b.ins().ushr_imm(va, (PAGE_SHIFT - ENTRY_SHIFT) as i64);
         let byte_off = self
             .b
             .ins()
