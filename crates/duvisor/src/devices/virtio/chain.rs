@@ -123,7 +123,7 @@ pub fn check(mem: &GuestMemoryMmap, segs: &[Seg]) -> Result<(), OutOfRam> {
     Ok(())
 }
 
-/// Host pointer of a buffer that lies in guest RAM (checked), for `pread`/`pwrite`/`read`.
+/// Host pointer of a buffer that lies in guest RAM (checked), for `preadv`/`pwritev`/`read`.
 pub fn host_ptr(mem: &GuestMemoryMmap, s: Seg) -> Result<*mut u8, OutOfRam> {
     let err = OutOfRam {
         addr: s.addr,
