@@ -480,49 +480,37 @@ fn transfer(
     to_file: bool,
 ) -> std::io::Result<()> {
     let fd = disk.file.as_raw_fd();
-    let mut spans: Vec<(*mut u8, usize)> = Vec::with_capacity(segs.len());
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(segs.len());
     for &s in segs.iter().filter(|s| s.len > 0) {
         let ptr = chain::host_ptr(mem, s).map_err(std::io::Error::other)?;
         let len = s.len as usize;
-        match spans.last_mut() {
-            Some((p, l)) if p.wrapping_add(*l) == ptr => *l += len,
-            _ => spans.push((ptr, len)),
+        match iov.last_mut() {
+            Some(v) if v.iov_base.cast::<u8>().wrapping_add(v.iov_len) == ptr => v.iov_len += len,
+            _ => iov.push(libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            }),
         }
     }
-    // Next span to move, and the bytes of it already moved (after a short transfer).
-    let (mut i, mut skip) = (0usize, 0usize);
-    while i < spans.len() {
-        let iov: Vec<libc::iovec> = spans[i..]
-            .iter()
-            .take(IOV_MAX)
-            .enumerate()
-            .map(|(k, &(p, l))| {
-                let d = if k == 0 { skip } else { 0 };
-                libc::iovec {
-                    iov_base: p.wrapping_add(d).cast(),
-                    iov_len: l - d,
-                }
-            })
-            .collect();
+    // First iovec not yet fully moved; a short transfer trims it in place.
+    let mut i = 0usize;
+    while i < iov.len() {
+        let batch = &iov[i..iov.len().min(i + IOV_MAX)];
+        let (p, n, at) = (
+            batch.as_ptr(),
+            batch.len() as libc::c_int,
+            off as libc::off_t,
+        );
         // SAFETY: every iovec lies inside one guest buffer checked by `host_ptr` to be in
-        // the one RAM region (merged spans are adjacent checked buffers), which stays mapped
-        // while `mem` lives; the kernel reads or writes only those bytes. The guest may race
-        // on them, as it may with any DMA; that cannot affect host memory safety.
+        // the one RAM region (merged iovecs are adjacent checked buffers; a trimmed one is a
+        // tail of its buffer), which stays mapped while `mem` lives; the kernel reads or
+        // writes only those bytes. The guest may race on them, as it may with any DMA; that
+        // cannot affect host memory safety.
         let r = unsafe {
             if to_file {
-                libc::pwritev(
-                    fd,
-                    iov.as_ptr(),
-                    iov.len() as libc::c_int,
-                    off as libc::off_t,
-                )
+                libc::pwritev(fd, p, n, at)
             } else {
-                libc::preadv(
-                    fd,
-                    iov.as_ptr(),
-                    iov.len() as libc::c_int,
-                    off as libc::off_t,
-                )
+                libc::preadv(fd, p, n, at)
             }
         };
         if r < 0 {
@@ -538,14 +526,14 @@ fn transfer(
         let mut n = r as usize;
         off += n as u64;
         while n > 0 {
-            let rest = spans[i].1 - skip;
-            if n < rest {
-                skip += n;
+            let v = &mut iov[i];
+            if n < v.iov_len {
+                v.iov_base = v.iov_base.cast::<u8>().wrapping_add(n).cast();
+                v.iov_len -= n;
                 break;
             }
-            n -= rest;
+            n -= v.iov_len;
             i += 1;
-            skip = 0;
         }
     }
     Ok(())
