@@ -209,11 +209,12 @@ impl BlockCache {
         &mut self.blocks[idx as usize]
     }
 
-    /// Whether the block at `hpa` has run at least `min` times (or is compiled).
-    pub fn ran_at_least(&self, hpa: u64, min: u32) -> bool {
+    /// Whether the block at `hpa` should join a region being built: it ran at least `min`
+    /// times and has no compiled code of its own, finished or under way.
+    pub fn joins_region(&self, hpa: u64, min: u32) -> bool {
         self.by_hpa.get(&hpa).is_some_and(|&i| {
             let b = &self.blocks[i as usize];
-            b.jit.is_some() || (b.hits >= min && b.hits != NEVER_COMPILE)
+            b.jit.is_none() && b.hits >= min && b.hits < COMPILING
         })
     }
 
@@ -292,5 +293,43 @@ impl BlockCache {
 
     pub fn len(&self) -> usize {
         self.blocks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(hpa: u64, hits: u32) -> Block {
+        Block {
+            hpa,
+            gen: 0,
+            epoch: 0,
+            insts: Box::new([]),
+            hits,
+            jit: None,
+            region: None,
+        }
+    }
+
+    unsafe extern "C" fn dummy(_: *mut crate::hart::jit::JitEnv) -> u64 {
+        0
+    }
+
+    #[test]
+    fn only_hot_blocks_without_code_of_their_own_join_regions() {
+        let mut c = BlockCache::new();
+        c.insert(0x1000, block(0x1000, 10));
+        c.insert(0x1010, block(0x1010, 400));
+        c.insert(0x1020, block(0x1020, COMPILING));
+        c.insert(0x1030, block(0x1030, NEVER_COMPILE));
+        let done = c.insert(0x1040, block(0x1040, 500));
+        c.get_mut(done).jit = Some(dummy);
+        assert!(!c.joins_region(0x1000, 250), "cold");
+        assert!(c.joins_region(0x1010, 250), "hot, not compiled");
+        assert!(!c.joins_region(0x1020, 250), "queued for its own region");
+        assert!(!c.joins_region(0x1030, 250), "not compilable");
+        assert!(!c.joins_region(0x1040, 250), "compiled");
+        assert!(!c.joins_region(0x1050, 1), "no block there");
     }
 }

@@ -59,9 +59,10 @@ fn successors(insts: &[Inst]) -> Vec<i64> {
 }
 
 /// The region entered at `entry_hpa`, whose block decoded to `entry` (None if the block starts
-/// with an instruction only the interpreter runs). Other blocks join only if `hot` says they
-/// have run often themselves: cold paths out of a loop stay exits, which keeps regions small
-/// and quick to compile.
+/// with an instruction only the interpreter runs). Other blocks join only if `hot` says so
+/// (they have run often themselves and have no compiled code of their own): cold paths out of
+/// a loop, and blocks already compiled elsewhere, stay exits, which keeps regions small and
+/// quick to compile.
 pub(crate) fn build(
     mem: &PhysMemory,
     entry_hpa: u64,
