@@ -3,9 +3,9 @@
 //!
 //! Staying on one page keeps every part of a region under the same translation (the entry was
 //! fetched through the TLB, and nothing that changes translations is compiled) and the same
-//! code generation counter, which the compiled code checks whenever it moves from one part to
-//! another: a store to the page ends the region at the next such move, as it ends a block in
-//! the interpreter.
+//! code generation counter, which the compiled code checks after each store it hands to the
+//! engine (every store to a page holding decoded code goes that way): a store to the page
+//! ends the region right after it, as it ends a block in the interpreter.
 
 use crate::hart::block::{decode_block, matches_memory};
 use crate::hart::inst::{Inst, Op};

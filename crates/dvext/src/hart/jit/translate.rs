@@ -195,9 +195,12 @@ impl Tx<'_, '_> {
     }
 
     /// Continue at `delta` bytes from the region's entry after `k` instructions of the
-    /// current part: inside the region if that is one of its parts, the block budget lasts
-    /// and the page was not written, else leave. Cross-thread requests are not checked here:
-    /// the budget bounds how long they wait (the run loop checks them between regions).
+    /// current part: inside the region if that is one of its parts and the block budget
+    /// lasts, else leave. Cross-thread requests are not checked here: the budget bounds how
+    /// long they wait (the run loop checks them between regions). Nor is the page's code
+    /// generation: only this hart's slow-path stores can change it while the region runs
+    /// ([`Tx::leave_if_written`]); a store from another hart or a device is seen by the next
+    /// region entry, within the budget, as in the interpreter.
     fn goto(&mut self, delta: i64, k: usize) {
         let Some(m) = self.region.find(delta) else {
             let t = self.pc_plus(delta);
@@ -221,16 +224,6 @@ impl Tx<'_, '_> {
         self.b.ins().brif(more, c1, &[], out, &[]);
         self.b.switch_to_block(c1);
         self.b.seal_block(c1);
-        let gen_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, page_gen));
-        let gen = self.b.ins().load(I32, flags(), gen_ptr, 0);
-        let same = self
-            .b
-            .ins()
-            .icmp_imm(IntCC::Equal, gen, self.gen as i32 as i64);
-        let c2 = self.b.create_block();
-        self.b.ins().brif(same, c2, &[], out, &[]);
-        self.b.switch_to_block(c2);
-        self.b.seal_block(c2);
         let before = self.b.use_var(self.retired);
         let now = self.b.ins().iadd_imm(before, k as i64);
         self.b.def_var(self.retired, now);
@@ -254,6 +247,8 @@ impl Tx<'_, '_> {
         self.trap_code_if(st, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
+        // An atomic may have written this page's code.
+        self.leave_if_written(i);
         // Integer destinations were written to the register file; an FP destination's number
         // reloads an integer register that is current in memory anyway (write-through).
         let rd = inst.rd as usize;
@@ -263,6 +258,30 @@ impl Tx<'_, '_> {
     }
 
     /// Branch to the trap exit if `status` (a helper's result) is nonzero, else to `ok`.
+    /// After instruction `i` went through the engine (a slow-path store, an interpreted
+    /// atomic): if it wrote this region's page, leave after it, so what runs next is decoded
+    /// from memory again (the interpreter sees such a store from its next block on).
+    fn leave_if_written(&mut self, i: usize) {
+        let gen_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, page_gen));
+        let gen = self.b.ins().load(I32, flags(), gen_ptr, 0);
+        let same = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::Equal, gen, self.gen as i32 as i64);
+        let go_on = self.b.create_block();
+        let out = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.ins().brif(same, go_on, &[], out, &[]);
+        self.b.switch_to_block(out);
+        self.b.seal_block(out);
+        let inst = self.insts[i];
+        let next = self.region.parts[self.part].delta + inst.off as i64 + inst.len() as i64;
+        let t = self.pc_plus(next);
+        self.leave(t, i + 1);
+        self.b.switch_to_block(go_on);
+        self.b.seal_block(go_on);
+    }
+
     fn trap_if(&mut self, status: Value, i: usize, ok: IrBlock) {
         self.trap_code_if(status, (self.part as u64) << 16 | i as u64, ok);
     }
@@ -451,7 +470,13 @@ impl Tx<'_, '_> {
         self.b.seal_block(slow);
         let sz = self.b.ins().iconst(I64, size as i64);
         let st = self.call_helper(1, &[self.env, va, sz, v]);
-        self.trap_if(st, i, join);
+        let ok = self.b.create_block();
+        self.b.set_cold_block(ok);
+        self.trap_if(st, i, ok);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        self.leave_if_written(i);
+        self.b.ins().jump(join, &[]);
 
         self.b.switch_to_block(join);
         self.b.seal_block(join);
