@@ -616,8 +616,7 @@ impl Hart {
         let mut env = JitEnv {
             tlb_read: c.tlb.table_ptr(c.mmu_idx, ACC_READ),
             tlb_write: c.tlb.table_ptr(c.mmu_idx, ACC_WRITE),
-            code_flags: c.mem.code_flags_ptr(),
-            mem_base: c.mem.base_addr(),
+            code_flag_bias: JitEnv::code_flag_bias(&c.mem),
             pc0: pc,
             budget: c.poll as i64,
             page_gen: c.mem.code_gen_ptr(hpa),

@@ -51,10 +51,9 @@ pub(crate) struct JitEnv {
     /// TLB tables of the current translation context, for reads and writes.
     pub tlb_read: *const TlbEntry,
     pub tlb_write: *const TlbEntry,
-    /// Per-page "holds decoded code" flags of guest physical memory, and the host address of
-    /// that memory (to turn a TLB host address into a page number).
-    pub code_flags: *const u8,
-    pub mem_base: usize,
+    /// Where the per-page "holds decoded code" flag of guest physical memory is for host
+    /// address `h`: at `code_flag_bias + (h >> PAGE_SHIFT)` (see [`JitEnv::code_flag_bias`]).
+    pub code_flag_bias: usize,
     /// The hart, for the slow paths.
     pub cpu: *mut Cpu,
     /// Guest virtual address of the block.
@@ -78,14 +77,21 @@ pub(crate) struct JitEnv {
 }
 
 impl JitEnv {
+    /// The flags' address less the page number of the memory's (page-aligned) host base, so
+    /// that compiled stores find a flag with one shift and one add.
+    pub fn code_flag_bias(mem: &PhysMemory) -> usize {
+        let base = mem.base_addr();
+        debug_assert_eq!(base % crate::phys_mem::PAGE_SIZE as usize, 0);
+        (mem.code_flags_ptr() as usize).wrapping_sub(base >> crate::phys_mem::PAGE_SHIFT)
+    }
+
     /// An environment with the engine callbacks set and everything else null or zero.
     pub fn new() -> JitEnv {
         JitEnv {
             x: std::ptr::null_mut(),
             tlb_read: std::ptr::null(),
             tlb_write: std::ptr::null(),
-            code_flags: std::ptr::null(),
-            mem_base: 0,
+            code_flag_bias: 0,
             cpu: std::ptr::null_mut(),
             pc0: 0,
             budget: 0,

@@ -430,21 +430,9 @@ impl Tx<'_, '_> {
         self.b.switch_to_block(probe);
         self.b.seal_block(probe);
         let host = self.host_addr(entry, va);
-        let base = self.b.ins().load(
-            I64,
-            flags(),
-            self.env,
-            off(std::mem::offset_of!(JitEnv, mem_base)),
-        );
-        let rel = self.b.ins().isub(host, base);
-        let page = self.b.ins().ushr_imm(rel, PAGE_SHIFT as i64);
-        let code = self.b.ins().load(
-            I64,
-            flags(),
-            self.env,
-            off(std::mem::offset_of!(JitEnv, code_flags)),
-        );
-        let flag_addr = self.b.ins().iadd(code, page);
+        let page = self.b.ins().ushr_imm(host, PAGE_SHIFT as i64);
+        let bias = self.env_field(I64, std::mem::offset_of!(JitEnv, code_flag_bias));
+        let flag_addr = self.b.ins().iadd(bias, page);
         let is_code = self.b.ins().uload8(I32, flags(), flag_addr, 0);
         self.b.ins().brif(is_code, slow, &[], fast, &[]);
 
