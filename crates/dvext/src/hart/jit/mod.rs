@@ -114,9 +114,10 @@ pub const DEFAULT_THRESHOLD: u32 = 1000;
 /// Code space per hart. When it is full every compiled region is dropped and the space is
 /// returned to the host, so this bounds the tier's memory: it is a cache, hot code is compiled
 /// again within milliseconds. (A Linux boot and the benchmark's CPU workload on one vCPU
-/// generate about 12 MiB of code in all, most of it for code that has gone cold; 16 MiB
-/// avoided two resets there and saved ~10% of its time, but with 4 vCPUs the soak test's
-/// resident set grew by 34 MiB and peaked at 313 MiB, over QEMU's.)
+/// generated about 12 MiB of code in all, most of it for code that has gone cold, and 8 MiB
+/// once compiled blocks stopped joining other regions; 16 MiB avoided two resets there and
+/// saved ~10% of its time, but with 4 vCPUs the soak test's resident set grew by 34 MiB and
+/// peaked at 313 MiB, over QEMU's.)
 const ARENA_SIZE: usize = 6 << 20;
 
 /// Counters for `--stats`.
