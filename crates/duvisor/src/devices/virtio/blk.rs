@@ -466,8 +466,8 @@ fn write_zeroes(f: &File, mut off: u64, mut len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Most iovecs one `preadv`/`pwritev` takes (Linux's `UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;
+/// Most iovecs one `preadv`/`pwritev` takes.
+const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
 
 /// Move `segs` (checked here to be in guest RAM) to/from the file at `off`: one `preadv` or
 /// `pwritev` per request rather than a call per segment (a 1 MiB direct-I/O request arrives
