@@ -111,34 +111,6 @@ fn dest(op: Op) -> Dest {
     }
 }
 
-fn is_amo(op: Op) -> bool {
-    use Op::*;
-    matches!(
-        op,
-        LrW | ScW
-            | AmoswapW
-            | AmoaddW
-            | AmoxorW
-            | AmoandW
-            | AmoorW
-            | AmominW
-            | AmomaxW
-            | AmominuW
-            | AmomaxuW
-            | LrD
-            | ScD
-            | AmoswapD
-            | AmoaddD
-            | AmoxorD
-            | AmoandD
-            | AmoorD
-            | AmominD
-            | AmomaxD
-            | AmominuD
-            | AmomaxuD
-    )
-}
-
 fn is_load(op: Op) -> bool {
     use Op::*;
     matches!(op, Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Flw | Fld)
@@ -213,7 +185,7 @@ pub fn check_decode(raw: u32) -> Inst {
             ctx()
         );
     }
-    if is_amo(inst.op) {
+    if inst.is_atomic() {
         assert!(inst.rm <= 3, "{}", ctx());
     } else {
         assert!(inst.rm <= 7 && inst.rm != 5 && inst.rm != 6, "{}", ctx());
@@ -246,7 +218,7 @@ pub fn check_decode(raw: u32) -> Inst {
         } else {
             assert_eq!(back.rs2, inst.rs2, "transformed {t:#x}: {}", ctx());
         }
-    } else if is_amo(inst.op) {
+    } else if inst.is_atomic() {
         let back = decode_word(t as u32);
         assert_eq!(back.op, inst.op, "transformed {t:#x}: {}", ctx());
         assert_eq!(back.rs1, 0, "transformed {t:#x}: {}", ctx());

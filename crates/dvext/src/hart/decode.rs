@@ -758,6 +758,38 @@ mod tests {
         rtype((imm >> 5) & 0x7f, rs2, rs1, funct3, imm & 31, opcode)
     }
 
+    /// Compiled regions re-check their page's code only after instructions that may write
+    /// memory, so every store-like instruction must say so (and loads must not).
+    #[test]
+    fn writes_memory_covers_every_store_form() {
+        let amo = |funct5: u32, funct3: u32| rtype(funct5 << 2, 11, 12, funct3, 10, 0x2f);
+        let writes = [
+            stype(8, 11, 10, 0, 0x23), // sb
+            stype(8, 11, 10, 3, 0x23), // sd
+            stype(8, 1, 10, 2, 0x27),  // fsw
+            stype(8, 1, 10, 3, 0x27),  // fsd
+            amo(0b00011, 2),           // sc.w
+            amo(0b00011, 3),           // sc.d
+            amo(0b00001, 2),           // amoswap.w
+            amo(0b11100, 3),           // amomaxu.d
+        ];
+        for raw in writes {
+            let i = decode(raw);
+            assert!(i.writes_memory(), "{raw:#010x} decoded as {:?}", i.op);
+        }
+        let reads = [
+            itype(8, 10, 3, 11, 0x03),               // ld
+            itype(8, 10, 2, 1, 0x07),                // flw
+            rtype(0b00010 << 2, 0, 12, 2, 10, 0x2f), // lr.w
+            rtype(0, 3, 2, 7, 1, 0x53),              // fadd.s
+        ];
+        for raw in reads {
+            let i = decode(raw);
+            assert_ne!(i.op, Illegal, "{raw:#010x}");
+            assert!(!i.writes_memory(), "{raw:#010x} decoded as {:?}", i.op);
+        }
+    }
+
     fn btype(imm: i32, rs2: u32, rs1: u32, funct3: u32) -> u32 {
         let imm = imm as u32;
         let hi = (((imm >> 12) & 1) << 6) | ((imm >> 5) & 0x3f);

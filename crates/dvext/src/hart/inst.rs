@@ -270,6 +270,45 @@ impl Inst {
                 | Csrrci
         )
     }
+
+    /// Whether this is an RV64A instruction (LR, SC, AMO).
+    pub fn is_atomic(&self) -> bool {
+        use Op::*;
+        matches!(
+            self.op,
+            LrW | ScW
+                | AmoswapW
+                | AmoaddW
+                | AmoxorW
+                | AmoandW
+                | AmoorW
+                | AmominW
+                | AmomaxW
+                | AmominuW
+                | AmomaxuW
+                | LrD
+                | ScD
+                | AmoswapD
+                | AmoaddD
+                | AmoxorD
+                | AmoandD
+                | AmoorD
+                | AmominD
+                | AmomaxD
+                | AmominuD
+                | AmomaxuD
+        )
+    }
+
+    /// Whether this instruction may write guest memory (stores, SC, AMOs, FP stores).
+    pub fn writes_memory(&self) -> bool {
+        use Op::*;
+        match self.op {
+            Sb | Sh | Sw | Sd | Fsw | Fsd => true,
+            LrW | LrD => false,
+            _ => self.is_atomic(),
+        }
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Inst>() == 16);

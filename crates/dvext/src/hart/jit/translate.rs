@@ -247,8 +247,11 @@ impl Tx<'_, '_> {
         self.trap_code_if(st, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
-        // An atomic may have written this page's code.
-        self.leave_if_written(i);
+        // An atomic or FP store may have written this page's code (arithmetic cannot: no
+        // check for it).
+        if inst.writes_memory() {
+            self.leave_if_written(i);
+        }
         // Integer destinations were written to the register file; an FP destination's number
         // reloads an integer register that is current in memory anyway (write-through).
         let rd = inst.rd as usize;
@@ -257,7 +260,6 @@ impl Tx<'_, '_> {
         }
     }
 
-    /// Branch to the trap exit if `status` (a helper's result) is nonzero, else to `ok`.
     /// After instruction `i` went through the engine (a slow-path store, an interpreted
     /// atomic): if it wrote this region's page, leave after it, so what runs next is decoded
     /// from memory again (the interpreter sees such a store from its next block on).
@@ -274,14 +276,20 @@ impl Tx<'_, '_> {
         self.b.ins().brif(same, go_on, &[], out, &[]);
         self.b.switch_to_block(out);
         self.b.seal_block(out);
-        let inst = self.insts[i];
-        let next = self.region.parts[self.part].delta + inst.off as i64 + inst.len() as i64;
-        let t = self.pc_plus(next);
+        let t = self.pc_plus(self.after(i));
         self.leave(t, i + 1);
         self.b.switch_to_block(go_on);
         self.b.seal_block(go_on);
     }
 
+    /// Offset from the region's entry of the instruction after instruction `i` of the
+    /// current part.
+    fn after(&self, i: usize) -> i64 {
+        let inst = &self.insts[i];
+        self.region.parts[self.part].delta + inst.off as i64 + inst.len() as i64
+    }
+
+    /// Branch to the trap exit if `status` (a helper's result) is nonzero, else to `ok`.
     fn trap_if(&mut self, status: Value, i: usize, ok: IrBlock) {
         self.trap_code_if(status, (self.part as u64) << 16 | i as u64, ok);
     }
@@ -528,7 +536,7 @@ impl Tx<'_, '_> {
         let inst = self.insts[i];
         // Offset from the region's entry.
         let at = self.region.parts[self.part].delta + inst.off as i64;
-        let next_seq = at + inst.len() as i64;
+        let next_seq = self.after(i);
         let imm = inst.imm as i64;
         use Op::*;
         match inst.op {
@@ -796,8 +804,8 @@ pub(crate) fn translate(
         if open {
             // The part went on past what was compiled (page end, length limit, or an
             // instruction only the interpreter runs): continue after the last one.
-            let last = part.insts[n - 1];
-            tx.goto(part.delta + last.off as i64 + last.len() as i64, n);
+            let next = tx.after(n - 1);
+            tx.goto(next, n);
         }
     }
     // Jumps into parts come from anywhere in the function: seal once all are emitted.
