@@ -91,8 +91,8 @@ enum Dest {
 fn dest(op: Op) -> Dest {
     use Op::*;
     match op {
-        Illegal | Beq | Bne | Blt | Bge | Bltu | Bgeu | Sb | Sh | Sw | Sd | Fence | FenceI
-        | Ecall | Ebreak | Sret | Mret | Wfi | SfenceVma | Fsw | Fsd => Dest::None,
+        Illegal | Beq | Bne | Blt | Bge | Bltu | Bgeu | Sb | Sh | Sw | Sd | Fence | Pause
+        | FenceI | Ecall | Ebreak | Sret | Mret | Wfi | SfenceVma | Fsw | Fsd => Dest::None,
         HypervisorOnly => Dest::Raw,
         Lui | Auipc | Jal | Jalr | Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Addi | Slti | Sltiu
         | Xori | Ori | Andi | Slli | Srli | Srai | Add | Sub | Sll | Slt | Sltu | Xor | Srl

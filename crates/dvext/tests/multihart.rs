@@ -144,3 +144,69 @@ fn amoswap_spinlock_and_message_passing() {
     vm.expect_ecall(e1);
     assert_eq!(vm.x(r::A0), 1000 * 1001 / 2);
 }
+
+#[test]
+fn pause_retires_as_a_hint_and_is_counted() {
+    // Zihintpause: `pause` is `fence w, 0`; it has no architectural effect beyond retiring.
+    // The hart counts it (and gives its host CPU away there).
+    let mut vm = TestVm::with_program(
+        "
+        li s0, 0
+        li s1, 50
+    1:  .insn i 0x0f, 0, x0, x0, 0x010
+        addi s0, s0, 1
+        bne s0, s1, 1b
+        ecall
+        ",
+    );
+    let before = vm.hart.stats().instret;
+    vm.run_to_ecall();
+    assert_eq!(vm.x(r::S0), 50);
+    assert_eq!(vm.hart.stats().pauses, 50);
+    assert_eq!(vm.hart.stats().instret - before, 2 + 50 * 3);
+}
+
+#[test]
+fn spin_wait_with_pause_hands_off_messages() {
+    // Both sides wait with `pause` in the loop, the way Linux's cpu_relax() does.
+    let mut vm = TestVm::with_program(&format!(
+        "
+        li s0, {DATA:#x}
+        csrr t0, sscratch
+        bnez t0, producer
+        li s1, 1000
+        li s2, 0
+    1:  lw t1, 0(s0)
+        bnez t1, 3f
+        .insn i 0x0f, 0, x0, x0, 0x010
+        j 1b
+    3:  fence r, r
+        ld t2, 8(s0)
+        add s2, s2, t2
+        fence rw, w
+        sw zero, 0(s0)
+        addi s1, s1, -1
+        bnez s1, 1b
+        mv a0, s2
+        ecall
+    producer:
+        li s1, 1
+        li s3, 1001
+    2:  lw t1, 0(s0)
+        beqz t1, 4f
+        .insn i 0x0f, 0, x0, x0, 0x010
+        j 2b
+    4:  sd s1, 8(s0)
+        fence w, w
+        li t1, 1
+        sw t1, 0(s0)
+        addi s1, s1, 1
+        bne s1, s3, 2b
+        ecall
+        "
+    ));
+    let (e0, e1, _) = run_two(&mut vm);
+    vm.expect_ecall(e0);
+    vm.expect_ecall(e1);
+    assert_eq!(vm.x(r::A0), 1000 * 1001 / 2);
+}

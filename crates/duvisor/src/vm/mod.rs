@@ -35,7 +35,7 @@ use layout::*;
 use memory::GuestRam;
 
 /// ISA advertised to the guest (what the hart implements).
-pub const GUEST_ISA: &str = "rv64imafdc_zicsr_zifencei_zicntr_sstc";
+pub const GUEST_ISA: &str = "rv64imafdc_zicsr_zifencei_zicntr_zihintpause_sstc";
 /// Device-tree window reserved below the top of RAM.
 const FDT_MAX: u64 = 64 * 1024;
 /// Default command line: the 16550A console, and a kernel panic reboots (so it ends the VM
@@ -129,6 +129,7 @@ impl VmShared {
         r.fence_i += s.fence_i;
         r.tlb_fills += s.tlb_fills;
         r.tlb_flushes += s.tlb_flushes;
+        r.pauses += s.pauses;
         r.jit.compiled += s.jit.compiled;
         r.jit.parts += s.jit.parts;
         r.jit.code_bytes += s.jit.code_bytes;
@@ -184,6 +185,11 @@ impl VmReport {
             out,
             "software TLB         {} walks, {} flushes",
             h.tlb_fills, h.tlb_flushes
+        )?;
+        writeln!(
+            out,
+            "spin-wait hints      {} pause (each yields the host CPU)",
+            h.pauses
         )?;
         if h.jit.compiled + h.jit.failed > 0 {
             writeln!(

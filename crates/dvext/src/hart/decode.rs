@@ -23,6 +23,9 @@
 
 use super::inst::{Inst, Op, X0_SINK};
 
+/// Zihintpause `pause`: `fence w, 0`.
+const PAUSE: u32 = 0x0100_000f;
+
 /// Decode one fetched instruction word.
 ///
 /// If `raw & 3 != 3` the instruction is a 16-bit compressed one in the low half of `raw`, and
@@ -215,6 +218,8 @@ fn decode_32(raw: u32) -> Option<Inst> {
         0x33 => decode_op(f)?,
         0x3b => decode_op_32(f)?,
         0x0f => match f.funct3 {
+            // pred=W, succ=0, fm=0, rs1=rd=x0: the one FENCE encoding Zihintpause names.
+            0 if f.raw == PAUSE => f.bare(Pause),
             // Reserved fm/pred/succ settings (and the unused rd/rs1 fields) are ordinary fences.
             0 => Inst {
                 imm: f.imm_i(),

@@ -19,6 +19,8 @@ pub(crate) enum Flow {
     FenceI,
     /// WFI: sleep until an interrupt is pending, then continue.
     Wfi,
+    /// `pause`: the guest is spinning; continue after letting other host threads run.
+    Pause,
 }
 
 const NAN_BOX: u64 = 0xffff_ffff_0000_0000;
@@ -378,6 +380,11 @@ impl Cpu {
                     self.pc = pc!().wrapping_add(inst.len());
                     self.instret += i as u64 + 1;
                     return Flow::FenceI;
+                }
+                Op::Pause => {
+                    self.pc = pc!().wrapping_add(inst.len());
+                    self.instret += i as u64 + 1;
+                    return Flow::Pause;
                 }
                 Op::Ecall => {
                     let c = if self.user {

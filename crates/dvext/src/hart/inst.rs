@@ -63,6 +63,9 @@ pub enum Op {
     Srlw,
     Sraw,
     Fence,
+    /// Zihintpause `pause` (a FENCE encoding): a spin-wait hint, which ends the block so the
+    /// run loop can give the host CPU away.
+    Pause,
     FenceI,
     Ecall,
     Ebreak,
@@ -254,6 +257,7 @@ impl Inst {
                 | Bge
                 | Bltu
                 | Bgeu
+                | Pause
                 | FenceI
                 | Ecall
                 | Ebreak

@@ -68,6 +68,8 @@ pub struct HartStats {
     /// Software-TLB entries filled by a page walk, and whole-TLB flushes.
     pub tlb_fills: u64,
     pub tlb_flushes: u64,
+    /// Zihintpause `pause` hints executed (each gave the host CPU away).
+    pub pauses: u64,
     /// The compiling tier's counters (all zero when it is off).
     pub jit: JitStats,
 }
@@ -82,6 +84,8 @@ pub struct Hart {
     jit: Option<Jit>,
     /// Thread registered for WFI wake-ups (re-registered only if huret moves threads).
     thread: Option<std::thread::ThreadId>,
+    /// See [`HartStats::pauses`].
+    pauses: u64,
 }
 
 impl std::fmt::Debug for Hart {
@@ -103,6 +107,7 @@ impl Hart {
             cache: BlockCache::new(),
             jit: None,
             thread: None,
+            pauses: 0,
         }
     }
 
@@ -129,6 +134,7 @@ impl Hart {
             fence_i: self.cache.fences,
             tlb_fills: self.cpu.tlb.fills,
             tlb_flushes: self.cpu.tlb.flushes,
+            pauses: self.pauses,
             jit: self.jit.as_ref().map(|j| j.stats).unwrap_or_default(),
         }
     }
@@ -482,6 +488,7 @@ impl Hart {
                 Flow::Exit(e) => return e,
                 Flow::FenceI => self.cache.fence_i(),
                 Flow::Wfi => self.wait_for_interrupt(),
+                Flow::Pause => self.spin_hint(),
             }
         }
     }
@@ -741,6 +748,14 @@ impl Hart {
             c.update_vstip();
         }
         c.check_interrupts()
+    }
+
+    /// `pause`: the guest waits for another hart (a lock, an IPI's acknowledgement). When
+    /// vCPUs outnumber host CPUs that hart may be waiting for this thread's CPU, so give it up.
+    #[cold]
+    fn spin_hint(&mut self) {
+        self.pauses += 1;
+        std::thread::yield_now();
     }
 
     /// WFI: sleep until an interrupt is pending (enabled in hie/vsie, regardless of the global
