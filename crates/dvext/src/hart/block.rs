@@ -100,6 +100,29 @@ pub(crate) struct Block {
     /// The compiled form, once there is one, and the region it covers.
     pub jit: Option<JitFn>,
     pub region: Option<std::sync::Arc<Region>>,
+    /// The compiled region this block's region last continued into on the same page (see
+    /// [`BlockCache::link`]).
+    pub link: Link,
+}
+
+/// A compiled block's last successor on its own page: virtual pc, code and index, as of a
+/// fence.i epoch.
+#[derive(Clone, Copy)]
+pub(crate) struct Link {
+    pc: u64,
+    jit: Option<JitFn>,
+    idx: u32,
+    epoch: u32,
+}
+
+impl Link {
+    /// Matches no pc (instructions are 2-byte aligned).
+    pub const NONE: Link = Link {
+        pc: 1,
+        jit: None,
+        idx: 0,
+        epoch: 0,
+    };
 }
 
 /// `Block::hits` of a block the compiling tier cannot or will not take.
@@ -213,6 +236,37 @@ impl BlockCache {
         &mut self.blocks[idx as usize]
     }
 
+    /// The compiled code and index of the block at virtual `pc`, if block `from`'s region
+    /// continued there last time, on the same page, in this fence.i epoch.
+    ///
+    /// No TLB, jump-cache or page-generation check is needed: `from` was entered through
+    /// `pc`'s virtual page just now, so that page maps to `from`'s physical page with the
+    /// permissions the entry checked; the link was made when both blocks were current at the
+    /// same generation of that one page, and `from` still is (a store to the page since would
+    /// have made `from` stale, and a region that wrote its own page ends with no budget left,
+    /// so the run loop looks again). A store from another hart is seen within the budget, as
+    /// between the parts of one region.
+    #[inline(always)]
+    pub fn link(&self, from: u32, pc: u64) -> Option<(JitFn, u32)> {
+        let l = &self.blocks[from as usize].link;
+        if l.pc == pc && l.epoch == self.epoch {
+            return l.jit.map(|f| (f, l.idx));
+        }
+        None
+    }
+
+    /// Record that block `from`'s region continued into compiled block `idx` at `pc`, found
+    /// current on `from`'s page just now.
+    #[inline(always)]
+    pub fn set_link(&mut self, from: u32, pc: u64, jit: JitFn, idx: u32) {
+        self.blocks[from as usize].link = Link {
+            pc,
+            jit: Some(jit),
+            idx,
+            epoch: self.epoch,
+        };
+    }
+
     /// Whether the block at `hpa` should join a region being built: it ran at least `min`
     /// times and has no compiled code of its own, finished or under way.
     pub fn joins_region(&self, hpa: u64, min: u32) -> bool {
@@ -230,6 +284,7 @@ impl BlockCache {
         for b in self.blocks.iter_mut() {
             b.jit = None;
             b.region = None;
+            b.link = Link::NONE;
             if b.hits != NEVER_COMPILE {
                 b.hits = 0;
             }
@@ -281,6 +336,7 @@ impl BlockCache {
         if b.region.as_ref().is_some_and(|r| !r.matches(mem, b.hpa)) {
             b.jit = None;
             b.region = None;
+            b.link = Link::NONE;
             b.hits = 0;
         }
         b.epoch = epoch;
@@ -313,6 +369,7 @@ mod tests {
             hits,
             jit: None,
             region: None,
+            link: Link::NONE,
         }
     }
 
@@ -335,5 +392,24 @@ mod tests {
         assert!(!c.joins_region(0x1030, 250), "not compilable");
         assert!(!c.joins_region(0x1040, 250), "compiled");
         assert!(!c.joins_region(0x1050, 1), "no block there");
+    }
+
+    #[test]
+    fn links_hold_for_their_pc_and_epoch_until_code_is_dropped() {
+        let mut c = BlockCache::new();
+        let a = c.insert(0x8000_1000, block(0x1000, 0));
+        let b = c.insert(0x8000_1040, block(0x1040, 0));
+        c.get_mut(b).jit = Some(dummy);
+        assert!(c.link(a, 0x8000_1040).is_none(), "no link yet");
+        c.set_link(a, 0x8000_1040, dummy, b);
+        assert_eq!(c.link(a, 0x8000_1040).map(|(_, j)| j), Some(b));
+        assert!(c.link(a, 0x8000_1044).is_none(), "another pc");
+        assert!(c.link(b, 0x8000_1040).is_none(), "another block's link");
+        c.fence_i();
+        assert!(c.link(a, 0x8000_1040).is_none(), "made before fence.i");
+        c.set_link(a, 0x8000_1040, dummy, b);
+        assert!(c.link(a, 0x8000_1040).is_some());
+        c.drop_compiled();
+        assert!(c.link(a, 0x8000_1040).is_none(), "its code is gone");
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use block::{Block, BlockCache, COMPILING, NEVER_COMPILE};
+use block::{Block, BlockCache, Link, COMPILING, NEVER_COMPILE};
 use cpu::{Cpu, CLOCK_INTERVAL, POLL_INTERVAL};
 use exec::Flow;
 use inst::Inst;
@@ -33,7 +33,7 @@ use trap::Trap;
 use crate::csr::{self, *};
 use crate::doorbell::{req, HartShared};
 use crate::exit::{Emergency, Exit, HaltReason};
-use crate::phys_mem::PAGE_SIZE;
+use crate::phys_mem::{PAGE_SHIFT, PAGE_SIZE};
 use crate::platform::PlatformInner;
 use crate::pmc::Vmid;
 
@@ -649,9 +649,24 @@ impl Hart {
             if env.budget <= 0 || self.cpu.shared.req.load(Ordering::Relaxed) != 0 {
                 break 0;
             }
+            // Most region exits continue on the same page, where the last successor is
+            // remembered: no TLB, jump-cache or generation lookup (each a likely host cache
+            // miss when the guest's code footprint is large).
+            let same_page = (pc ^ env.pc0) >> PAGE_SHIFT == 0;
+            if same_page {
+                if let Some((g, j)) = self.cache.link(i, pc) {
+                    chained += 1;
+                    (f, i) = (g, j);
+                    env.pc0 = pc;
+                    continue;
+                }
+            }
             match self.next_compiled(pc) {
                 Some((g, j, page_gen)) => {
                     chained += 1;
+                    if same_page {
+                        self.cache.set_link(i, pc, g, j);
+                    }
                     (f, i) = (g, j);
                     env.pc0 = pc;
                     env.page_gen = page_gen;
@@ -811,6 +826,7 @@ impl Hart {
             hits: 0,
             jit: None,
             region: None,
+            link: Link::NONE,
         };
         let idx = self.cache.insert(pc, block);
         Ok(BlockRef::Cached(idx))

@@ -261,8 +261,9 @@ impl Tx<'_, '_> {
     }
 
     /// After instruction `i` went through the engine (a slow-path store, an interpreted
-    /// atomic): if it wrote this region's page, leave after it, so what runs next is decoded
-    /// from memory again (the interpreter sees such a store from its next block on).
+    /// atomic): if it wrote this region's page, leave after it with the budget spent, so what
+    /// runs next is decoded from memory again (the interpreter sees such a store from its next
+    /// block on).
     fn leave_if_written(&mut self, i: usize) {
         let gen_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, page_gen));
         let gen = self.b.ins().load(I32, flags(), gen_ptr, 0);
@@ -276,6 +277,15 @@ impl Tx<'_, '_> {
         self.b.ins().brif(same, go_on, &[], out, &[]);
         self.b.switch_to_block(out);
         self.b.seal_block(out);
+        // No budget left: the run loop looks up what comes next afresh instead of following
+        // a link between regions (`BlockCache::link`), which assumes the page is unchanged.
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.ins().store(
+            flags(),
+            zero,
+            self.env,
+            off(std::mem::offset_of!(JitEnv, budget)),
+        );
         let t = self.pc_plus(self.after(i));
         self.leave(t, i + 1);
         self.b.switch_to_block(go_on);
