@@ -207,3 +207,46 @@ fn another_hart_patches_code_and_this_hart_fences() {
     assert_eq!(vm.x(r::S1), 1);
     assert_eq!(vm.x(r::S2), 9);
 }
+
+#[test]
+fn region_that_patches_its_own_page_does_not_follow_a_stale_link() {
+    // The block from `loop` is 64 instructions (the most a block holds) ending with the
+    // store, so the compiled region exits at `patch`, whose block is compiled on its own; from
+    // the second iteration on, the region follows its link to that code. In the fourth
+    // iteration the store goes to `patch` instead of the data page: what runs next must be
+    // the new instruction, not the linked code compiled from the old one.
+    let mut vm = TestVm::with_program(&format!(
+        "
+        .option norvc
+        li s0, 0
+        li s1, 0
+        li s2, 6
+        li t0, {DATA:#x}
+        la t6, patch
+        sub t6, t6, t0
+        li t1, {new:#x}
+    loop:
+        addi t4, s1, -3
+        seqz t4, t4
+        neg t4, t4
+        and t5, t4, t6
+        add t5, t5, t0
+        .rept 58
+        nop
+        .endr
+        sw t1, 0(t5)
+    patch:
+        addi a0, zero, 1
+        add s0, s0, a0
+        addi s1, s1, 1
+        bne s1, s2, loop
+        ecall
+        ",
+        new = li_a0(7)
+    ));
+    vm.hart.enable_jit(1, None).unwrap();
+    vm.run_to_ecall();
+    assert_eq!(vm.x(r::S0), 1 + 1 + 1 + 7 + 7 + 7);
+    let s = vm.hart.stats();
+    assert!(s.jit.chained > 0, "the regions were chained");
+}
