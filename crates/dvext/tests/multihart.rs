@@ -148,7 +148,7 @@ fn amoswap_spinlock_and_message_passing() {
 #[test]
 fn pause_retires_as_a_hint_and_is_counted() {
     // Zihintpause: `pause` is `fence w, 0`; it has no architectural effect beyond retiring.
-    // The hart counts it (and gives its host CPU away there).
+    // The hart counts it, and gives its host CPU away once per 32 pauses in a row.
     let mut vm = TestVm::with_program(
         "
         li s0, 0
@@ -163,6 +163,11 @@ fn pause_retires_as_a_hint_and_is_counted() {
     vm.run_to_ecall();
     assert_eq!(vm.x(r::S0), 50);
     assert_eq!(vm.hart.stats().pauses, 50);
+    assert_eq!(
+        vm.hart.stats().pause_yields,
+        1,
+        "one host CPU yield per 32 pauses in a row"
+    );
     assert_eq!(vm.hart.stats().instret - before, 2 + 50 * 3);
 }
 

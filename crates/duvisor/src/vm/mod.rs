@@ -130,6 +130,7 @@ impl VmShared {
         r.tlb_fills += s.tlb_fills;
         r.tlb_flushes += s.tlb_flushes;
         r.pauses += s.pauses;
+        r.pause_yields += s.pause_yields;
         r.jit.compiled += s.jit.compiled;
         r.jit.parts += s.jit.parts;
         r.jit.code_bytes += s.jit.code_bytes;
@@ -188,8 +189,8 @@ impl VmReport {
         )?;
         writeln!(
             out,
-            "spin-wait hints      {} pause (each yields the host CPU)",
-            h.pauses
+            "spin-wait hints      {} pause, {} host CPU yields (one per run of 32)",
+            h.pauses, h.pause_yields
         )?;
         if h.jit.compiled + h.jit.failed > 0 {
             writeln!(
