@@ -73,6 +73,8 @@ fn guest_reads_writes_and_readonly_disk_and_rng() {
     let script = r#"echo "SE""RA=$(cat /sys/block/vda/serial) $(cat /sys/block/vda/size) $(cat /sys/block/vda/ro)"
 echo "SE""RB=$(cat /sys/block/vdb/serial) $(cat /sys/block/vdb/size) $(cat /sys/block/vdb/ro)"
 echo "HOST""HALF=$(dd if=/dev/vda bs=1M skip=8 count=8 2>/dev/null | sha256sum | cut -d' ' -f1)"
+echo "SE""GS=$(cat /sys/block/vda/queue/max_segments)"
+echo "DIR""ECT=$(dd if=/dev/vda bs=1M skip=8 count=8 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
 dd if=/dev/hwrng of=/tmp/r bs=4096 count=256 2>/dev/null
 echo "RAND""LEN=$(wc -c < /tmp/r)"
 echo "WRO""TE=$(sha256sum < /tmp/r | cut -d' ' -f1)"
@@ -97,6 +99,10 @@ poweroff -f"#;
     assert_eq!(v("SERB"), "ro.img 2048 1");
     // Host-written data reads back identically in the guest.
     assert_eq!(v("HOSTHALF"), sha256(&host_half));
+    // seg_max as QEMU advertises it (ring size less header and status), and 1 MiB direct
+    // reads (requests of up to 254 segments) move the same bytes.
+    assert_eq!(v("SEGS"), "254");
+    assert_eq!(v("DIRECT"), sha256(&host_half));
     // Guest-written data: 1 MiB from virtio-rng at 1 MiB, read back after dropping caches,
     // and byte-identical in the image.
     assert_eq!(v("RANDLEN"), "1048576");
