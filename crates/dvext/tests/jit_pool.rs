@@ -111,3 +111,40 @@ fn code_rewritten_after_it_was_compiled_is_not_shared() {
     assert_eq!(h1.gpr(r::A0), want, "hart 1 ran the old code");
     assert_eq!(h1.stats().jit.shared, 0);
 }
+
+#[test]
+fn a_second_hart_takes_shared_code_before_its_own_threshold() {
+    // Hart 0 runs the loop 300000 times and compiles it; hart 1 (sscratch = 1) runs it 40
+    // times, fewer than the threshold of 100, and still runs hart 0's code: a block looks for
+    // shared code at an eighth of the threshold.
+    let mut vm = TestVm::with_program(
+        "
+        .option norvc
+        csrr t0, sscratch
+        li s2, 300000
+        beqz t0, 1f
+        li s2, 40
+    1:  li s1, 0
+        li a0, 1
+    loop:
+        add a0, a0, s1
+        xori a0, a0, 5
+        addi s1, s1, 1
+        bne s1, s2, loop
+        ecall
+        ",
+    );
+    let pool = JitPool::new("test-jit").unwrap();
+    vm.hart.enable_jit(100, Some(&pool)).unwrap();
+    let mut h1 = vm.add_hart(1);
+    h1.enable_jit(100, Some(&pool)).unwrap();
+    h1.csr_write(dvext::csr::HUVSSCRATCH, 1).unwrap();
+    vm.run_to_ecall();
+    let s0 = vm.hart.stats().jit;
+    assert!(s0.compiled > 0, "hart 0 compiled nothing: {s0:?}");
+    run_to_ecall(&vm, &mut h1);
+    assert_eq!(h1.gpr(r::S1), 40);
+    let s1 = h1.stats().jit;
+    assert!(s1.shared > 0, "hart 1 did not take hart 0's code: {s1:?}");
+    assert_eq!(s1.compile_ns, 0, "hart 1 compiled: {s1:?}");
+}

@@ -520,6 +520,11 @@ impl Hart {
         b.hits += 1;
         let t = jit.threshold;
         if b.hits < t {
+            // Another vCPU running the same code may have had it compiled already: take that
+            // code at an eighth of the threshold instead of interpreting up to it.
+            if b.hits == (t / 8).max(1) && jit.is_pooled() {
+                return self.adopt(i);
+            }
             return None;
         }
         // Queued compilations may lag behind a burst of newly hot code; a block that keeps
@@ -530,6 +535,19 @@ impl Hart {
             return None;
         }
         self.compile(i, inline)
+    }
+
+    /// Install code another hart compiled for block `i`'s region, if there is some.
+    #[cold]
+    #[inline(never)]
+    fn adopt(&mut self, i: u32) -> Option<JitFn> {
+        let jit = self.jit.as_mut()?;
+        let b = self.cache.get(i);
+        let (f, region) = jit.adopt(&self.cpu.mem, b.hpa, b.gen)?;
+        let b = self.cache.get_mut(i);
+        b.jit = Some(f);
+        b.region = Some(region);
+        b.jit
     }
 
     #[cold]

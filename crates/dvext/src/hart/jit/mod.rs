@@ -316,13 +316,10 @@ impl Jit {
             return Compiled::Stale;
         }
         let region = Arc::new(region);
+        if let Some(c) = self.shared(mem, tag.hpa, tag.gen) {
+            return c;
+        }
         if let Some(pool) = &self.pool {
-            // Another hart compiled it: copy its code.
-            if let Some(sc) = pool.lookup(tag.hpa, tag.gen) {
-                if sc.region.matches(mem, tag.hpa) {
-                    return self.install(&sc.code, Arc::clone(&sc.region), 0, tag.hpa, true);
-                }
-            }
             if !inline {
                 let job = pool::Job {
                     tag,
@@ -359,6 +356,31 @@ impl Jit {
             pool.offer(tag.hpa, Arc::new(sc));
         }
         self.install(&code, region, ns, tag.hpa, false)
+    }
+
+    /// Whether regions compile on the VM's compiler thread and are shared between its harts.
+    pub fn is_pooled(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// Install the code another hart (or this one, before a code-space reset) compiled for the
+    /// region entered at `hpa` in a page of generation `gen`, if every instruction of it still
+    /// matches memory.
+    fn shared(&mut self, mem: &PhysMemory, hpa: u64, gen: u32) -> Option<Compiled> {
+        let sc = self.pool.as_ref()?.lookup(hpa, gen)?;
+        if !sc.region.matches(mem, hpa) {
+            return None;
+        }
+        Some(self.install(&sc.code, Arc::clone(&sc.region), 0, hpa, true))
+    }
+
+    /// Shared code for the block at `hpa` (see [`Jit::shared`]), installed: its entry and
+    /// region. None if there is none, or the code space is full (the block compiles later).
+    pub fn adopt(&mut self, mem: &PhysMemory, hpa: u64, gen: u32) -> Option<(JitFn, Arc<Region>)> {
+        match self.shared(mem, hpa, gen)? {
+            Compiled::Code(f, region) => Some((f, region)),
+            _ => None,
+        }
     }
 
     /// Copy compiled code for `region` (entered at `hpa`) into the code space; `shared`: the
