@@ -522,7 +522,7 @@ impl Hart {
         if b.hits < t {
             // Another vCPU running the same code may have had it compiled already: take that
             // code at an eighth of the threshold instead of interpreting up to it.
-            if b.hits == (t / 8).max(1) && jit.is_pooled() {
+            if b.hits == (t / 8).max(1) {
                 return self.adopt(i);
             }
             return None;
@@ -800,7 +800,8 @@ impl Hart {
     /// vCPUs outnumber host CPUs that hart may be waiting for this thread's CPU; so a spin
     /// that goes on (SPIN_YIELD_AFTER pauses, each within SPIN_GAP instructions of the last)
     /// gives it up. Yielding at every pause gave the CPU away to other host tasks as well:
-    /// 4-vCPU boots on a loaded host took 2.9-6.1 s (median 4.83) against 2.9-3.8 s (2.995).
+    /// 4-vCPU boots on a loaded host took 2.90-5.63 s (median 4.83) against 2.87-3.76 s
+    /// (3.00).
     #[cold]
     fn spin_hint(&mut self) {
         self.pauses += 1;

@@ -358,11 +358,6 @@ impl Jit {
         self.install(&code, region, ns, tag.hpa, false)
     }
 
-    /// Whether regions compile on the VM's compiler thread and are shared between its harts.
-    pub fn is_pooled(&self) -> bool {
-        self.pool.is_some()
-    }
-
     /// Install the code another hart (or this one, before a code-space reset) compiled for the
     /// region entered at `hpa` in a page of generation `gen`, if every instruction of it still
     /// matches memory.

@@ -179,12 +179,7 @@ impl Tx<'_, '_> {
 
     /// Leave the function after `k` instructions of the current part, continuing at `next`.
     fn leave(&mut self, next: Value, k: usize) {
-        self.b.ins().store(
-            flags(),
-            next,
-            self.env,
-            off(std::mem::offset_of!(JitEnv, next_pc)),
-        );
+        self.set_env_field(std::mem::offset_of!(JitEnv, next_pc), next);
         let before = self.b.use_var(self.retired);
         let r = self.b.ins().iadd_imm(before, k as i64);
         self.b.ins().return_(&[r]);
@@ -192,6 +187,10 @@ impl Tx<'_, '_> {
 
     fn env_field(&mut self, ty: Type, field: usize) -> Value {
         self.b.ins().load(ty, flags(), self.env, off(field))
+    }
+
+    fn set_env_field(&mut self, field: usize, v: Value) {
+        self.b.ins().store(flags(), v, self.env, off(field));
     }
 
     /// Continue at `delta` bytes from the region's entry after `k` instructions of the
@@ -212,12 +211,7 @@ impl Tx<'_, '_> {
         self.b.set_cold_block(out);
         let budget = self.env_field(I64, std::mem::offset_of!(JitEnv, budget));
         let budget = self.b.ins().iadd_imm(budget, -1);
-        self.b.ins().store(
-            flags(),
-            budget,
-            self.env,
-            off(std::mem::offset_of!(JitEnv, budget)),
-        );
+        self.set_env_field(std::mem::offset_of!(JitEnv, budget), budget);
         // Signed: the block that entered the region may have spent the last of the budget.
         let more = self.b.ins().icmp_imm(IntCC::SignedGreaterThan, budget, 0);
         let c1 = self.b.create_block();
@@ -280,12 +274,7 @@ impl Tx<'_, '_> {
         // No budget left: the run loop looks up what comes next afresh instead of following
         // a link between regions (`BlockCache::link`), which assumes the page is unchanged.
         let zero = self.b.ins().iconst(I64, 0);
-        self.b.ins().store(
-            flags(),
-            zero,
-            self.env,
-            off(std::mem::offset_of!(JitEnv, budget)),
-        );
+        self.set_env_field(std::mem::offset_of!(JitEnv, budget), zero);
         let t = self.pc_plus(self.after(i));
         self.leave(t, i + 1);
         self.b.switch_to_block(go_on);
@@ -322,12 +311,7 @@ impl Tx<'_, '_> {
             self.b.switch_to_block(blk);
             self.b.seal_block(blk);
             let before = self.b.use_var(self.retired);
-            self.b.ins().store(
-                flags(),
-                before,
-                self.env,
-                off(std::mem::offset_of!(JitEnv, retired)),
-            );
+            self.set_env_field(std::mem::offset_of!(JitEnv, retired), before);
             let r = self.b.block_params(blk)[0];
             self.b.ins().return_(&[r]);
         }
