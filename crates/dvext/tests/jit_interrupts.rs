@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use dvext::csr::*;
 
-/// An outer loop of one interpreted block (a `rdtime`, which ends its block) and a compiled
+/// An outer loop whose block ends at a `rdtime` (a CSR access, which ends a part) and a compiled
 /// inner loop of `INNER` iterations; the timer is due 5 ms after the start.
 const TIMER_GUEST: &str = "
     .option norvc

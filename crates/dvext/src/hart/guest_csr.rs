@@ -24,13 +24,10 @@ const SSTATUS_READABLE: u64 = SSTATUS_SIE
 impl Cpu {
     /// Execute a Zicsr instruction.
     pub fn exec_csr(&mut self, inst: &Inst) -> Result<(), Trap> {
-        let csr = (inst.imm as u32 & 0xfff) as u16;
-        let (src, writes) = match inst.op {
-            Op::Csrrw => (self.xr(inst.rs1), true),
-            Op::Csrrs | Op::Csrrc => (self.xr(inst.rs1), inst.rs1 != 0),
-            Op::Csrrwi => (inst.rs1 as u64, true),
-            Op::Csrrsi | Op::Csrrci => (inst.rs1 as u64, inst.rs1 != 0),
-            _ => unreachable!("not a CSR instruction"),
+        let (csr, writes) = inst.csr_access().expect("not a CSR instruction");
+        let src = match inst.op {
+            Op::Csrrw | Op::Csrrs | Op::Csrrc => self.xr(inst.rs1),
+            _ => inst.rs1 as u64,
         };
         if writes && csr >> 10 == 3 {
             // Read-only CSR: but a privilege violation takes precedence.

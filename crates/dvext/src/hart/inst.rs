@@ -275,6 +275,18 @@ impl Inst {
         )
     }
 
+    /// For a Zicsr instruction: the CSR number, and whether it writes the CSR (CSRRS/CSRRC
+    /// with `x0` and their immediate forms with 0 only read it).
+    pub fn csr_access(&self) -> Option<(u16, bool)> {
+        use Op::*;
+        let writes = match self.op {
+            Csrrw | Csrrwi => true,
+            Csrrs | Csrrc | Csrrsi | Csrrci => self.rs1 != 0,
+            _ => return None,
+        };
+        Some(((self.imm as u32 & 0xfff) as u16, writes))
+    }
+
     /// Whether this is an RV64A instruction (LR, SC, AMO).
     pub fn is_atomic(&self) -> bool {
         use Op::*;

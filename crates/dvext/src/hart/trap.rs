@@ -209,6 +209,12 @@ impl Cpu {
         }
     }
 
+    /// Whether [`Cpu::check_interrupts`] would take an interrupt now.
+    pub fn interrupt_deliverable(&self) -> bool {
+        let p = self.pending_irqs();
+        p != 0 && (p & !self.hideleg != 0 || self.user || self.vsstatus & SSTATUS_SIE != 0)
+    }
+
     /// Take the highest-priority pending interrupt, if the guest (or HU) may take it now.
     pub fn check_interrupts(&mut self) -> Option<Exit> {
         let p = self.pending_irqs();

@@ -2,9 +2,11 @@
 //!
 //! The interpreter stays the reference and the fallback. A block is compiled once it has run
 //! [`Jit::threshold`] times; the compiled function covers the block's instructions up to the
-//! first one only the interpreter does (CSR, FP, AMO, system instructions), and returns to the
-//! run loop at the block's end exactly as the interpreter would (same `pc`, same retired
-//! count, same trap), so everything outside the block (interrupts, instret, exits) is shared.
+//! first one only the interpreter does (system instructions, the `cycle` and `instret`
+//! counters; FP, atomics and other CSR accesses it has the interpreter run on the spot), and
+//! returns to the run loop at the block's end exactly as the interpreter would (same `pc`,
+//! same retired count, same trap), so everything outside the block (interrupts, instret,
+//! exits) is shared.
 //! Compiled code lives with its decoded block: when the block is rebuilt (its page was written
 //! or fence.i found it stale) or dropped, the code goes with it.
 
@@ -26,6 +28,10 @@ use cranelift_frontend::FunctionBuilderContext;
 use super::cpu::Cpu;
 use super::inst::Inst;
 use super::tlb::TlbEntry;
+use crate::csr::{
+    FCSR, FFLAGS, FRM, SCAUSE, SCOUNTEREN, SENVCFG, SEPC, SSCRATCH, SSTATUS, SSTATUS_MXR, STVAL,
+    STVEC,
+};
 use crate::phys_mem::PhysMemory;
 use arena::CodeArena;
 pub use pool::JitPool;
@@ -42,6 +48,8 @@ pub(crate) const RET_TRAP: u64 = 1 << 63;
 /// With [`RET_TRAP`]: the instruction was one the interpreter ran for the region, and how it
 /// ended is in `Cpu::jit_flow` (instead of a trap in `Cpu::jit_trap`).
 pub(crate) const RET_FLOW: u64 = 1 << 62;
+/// [`csr_helper`]'s answer when the region must end after the CSR instruction.
+pub(crate) const CSR_LEAVE: u64 = 2;
 
 /// What a compiled block works on, set up by the run loop for each call.
 #[repr(C)]
@@ -74,6 +82,7 @@ pub(crate) struct JitEnv {
     pub load_helper: usize,
     pub store_helper: usize,
     pub interp_helper: usize,
+    pub csr_helper: usize,
 }
 
 impl JitEnv {
@@ -102,6 +111,7 @@ impl JitEnv {
             load_helper: load_helper as *const () as usize,
             store_helper: store_helper as *const () as usize,
             interp_helper: interp_helper as *const () as usize,
+            csr_helper: csr_helper as *const () as usize,
         }
     }
 }
@@ -476,6 +486,49 @@ unsafe extern "C" fn interp_helper(env: *mut JitEnv, inst: *const Inst, delta: i
     }
     cpu.jit_flow = Some(flow);
     1
+}
+
+/// A CSR instruction in a region, run by the interpreter. Returns 0 to go on, 1 if it trapped
+/// (as [`interp_helper`]), or [`CSR_LEAVE`] with the budget spent: the region ends after it and
+/// the run loop looks at interrupts before the next instruction, because the access changed
+/// what the region was entered under (the TLB tables of `sstatus.SUM`, `MXR`, `satp`) or may
+/// have made an interrupt deliverable (`sie`, `sip`, `stimecmp`, or an `sstatus` write with
+/// one pending, as when `spin_unlock_irqrestore` sets SIE again). The other CSRs a kernel
+/// writes on its hot paths (`sscratch`, `sepc`, trap set-up, FP flags) change neither.
+///
+/// # Safety
+/// As for [`interp_helper`].
+unsafe extern "C" fn csr_helper(env: *mut JitEnv, inst: *const Inst, delta: i64) -> u64 {
+    // SAFETY: as in `load_helper`; the references end before `interp_helper` runs.
+    let (mmu_idx, status) = {
+        let cpu = unsafe { &*(*env).cpu };
+        (cpu.mmu_idx, cpu.vsstatus)
+    };
+    // SAFETY: the caller's contract is this function's.
+    let st = unsafe { interp_helper(env, inst, delta) };
+    if st != 0 {
+        return st;
+    }
+    // SAFETY: as in `load_helper`; the region owns the instruction.
+    let (env, inst) = unsafe { (&mut *env, &*inst) };
+    let cpu = unsafe { &*env.cpu };
+    let (csr, writes) = inst.csr_access().expect("a CSR instruction");
+    let leave = match csr {
+        SSTATUS => {
+            cpu.mmu_idx != mmu_idx
+                || (status ^ cpu.vsstatus) & SSTATUS_MXR != 0
+                || (writes && cpu.interrupt_deliverable())
+        }
+        SSCRATCH | SEPC | SCAUSE | STVAL | STVEC | SCOUNTEREN | SENVCFG | FFLAGS | FRM | FCSR => {
+            false
+        }
+        _ => writes,
+    };
+    if !leave {
+        return 0;
+    }
+    env.budget = 0;
+    CSR_LEAVE
 }
 
 /// A store the inline path could not do (also every store to a page with decoded code).

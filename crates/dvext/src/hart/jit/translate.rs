@@ -22,6 +22,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 use super::region::Region;
 use super::{JitEnv, RET_FLOW, RET_TRAP};
+use crate::csr::{CYCLE, TIME};
 use crate::hart::inst::{Inst, Op, X0_SINK};
 use crate::hart::tlb::{TlbEntry, TLB_BITS};
 use crate::phys_mem::PAGE_SHIFT;
@@ -102,9 +103,20 @@ pub(crate) fn interpreted_inline(inst: &Inst) -> bool {
     !supported(inst.op) && !inst.ends_block()
 }
 
+/// Whether `inst` is a CSR access a region may end its part with (the engine runs it, see
+/// `csr_helper`). Not the `cycle` and `instret` counters: they count the region's retired
+/// instructions, which only the region knows until it returns.
+pub(crate) fn compiled_csr(inst: &Inst) -> bool {
+    inst.csr_access()
+        .is_some_and(|(csr, _)| csr == TIME || !(CYCLE..=CYCLEH_LAST).contains(&csr))
+}
+
+/// Last of the user-level counter CSRs (`cycle`..`hpmcounter31h`).
+const CYCLEH_LAST: u16 = 0xC9F;
+
 /// Whether a region may contain `inst`.
 pub(crate) fn compilable(inst: &Inst) -> bool {
-    supported(inst.op) || interpreted_inline(inst)
+    supported(inst.op) || interpreted_inline(inst) || compiled_csr(inst)
 }
 
 /// Memory flags for the engine's own structures and guest RAM: never null, aligned where the
@@ -115,6 +127,15 @@ fn flags() -> MemFlags {
 
 fn off(field: usize) -> i32 {
     field as i32
+}
+
+/// The engine callbacks compiled code calls (see [`JitEnv`]).
+#[derive(Clone, Copy)]
+enum Helper {
+    Load,
+    Store,
+    Interp,
+    Csr,
 }
 
 struct Tx<'a, 'b> {
@@ -236,7 +257,7 @@ impl Tx<'_, '_> {
         let ptr = self.b.ins().iconst(I64, inst as *const Inst as i64);
         // The part's start: the interpreter adds the instruction's own offset.
         let delta = self.b.ins().iconst(I64, self.region.parts[self.part].delta);
-        let st = self.call_helper(2, &[self.env, ptr, delta]);
+        let st = self.call_helper(Helper::Interp, &[self.env, ptr, delta]);
         let ok = self.b.create_block();
         self.trap_code_if(st, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
         self.b.switch_to_block(ok);
@@ -252,6 +273,33 @@ impl Tx<'_, '_> {
         if rd < 32 {
             self.regs[rd] = None;
         }
+    }
+
+    /// CSR instruction `i`, the last of its part: the engine runs it; then the region goes on
+    /// at the next instruction, unless the engine says the access changed what the region
+    /// runs under (see `csr_helper`): then it leaves, budget spent.
+    fn csr(&mut self, i: usize) {
+        let inst = &self.insts[i];
+        let ptr = self.b.ins().iconst(I64, inst as *const Inst as i64);
+        let delta = self.b.ins().iconst(I64, self.region.parts[self.part].delta);
+        let st = self.call_helper(Helper::Csr, &[self.env, ptr, delta]);
+        let trapped = self.b.ins().icmp_imm(IntCC::Equal, st, 1);
+        let ok = self.b.create_block();
+        self.trap_code_if(trapped, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        let go_on = self.b.create_block();
+        let out = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.ins().brif(st, out, &[], go_on, &[]);
+        self.b.switch_to_block(out);
+        self.b.seal_block(out);
+        let next = self.after(i);
+        let t = self.pc_plus(next);
+        self.leave(t, i + 1);
+        self.b.switch_to_block(go_on);
+        self.b.seal_block(go_on);
+        self.goto(next, i + 1);
     }
 
     /// After instruction `i` went through the engine (a slow-path store, an interpreted
@@ -354,22 +402,15 @@ impl Tx<'_, '_> {
         self.b.ins().iadd(va, addend)
     }
 
-    fn call_helper(&mut self, which: usize, args: &[Value]) -> Value {
+    fn call_helper(&mut self, which: Helper, args: &[Value]) -> Value {
+        use std::mem::offset_of;
         // Read from the environment at the call: an address constant would be hoisted and
         // held in a callee-saved register across the whole function, forcing spills.
         let (field, sig) = match which {
-            0 => (
-                std::mem::offset_of!(JitEnv, load_helper),
-                self.helper_sig[0],
-            ),
-            1 => (
-                std::mem::offset_of!(JitEnv, store_helper),
-                self.helper_sig[1],
-            ),
-            _ => (
-                std::mem::offset_of!(JitEnv, interp_helper),
-                self.helper_sig[0],
-            ),
+            Helper::Load => (offset_of!(JitEnv, load_helper), self.helper_sig[0]),
+            Helper::Store => (offset_of!(JitEnv, store_helper), self.helper_sig[1]),
+            Helper::Interp => (offset_of!(JitEnv, interp_helper), self.helper_sig[0]),
+            Helper::Csr => (offset_of!(JitEnv, csr_helper), self.helper_sig[0]),
         };
         let callee = self.env_field(I64, field);
         let call = self.b.ins().call_indirect(sig, callee, args);
@@ -400,7 +441,7 @@ impl Tx<'_, '_> {
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         let sz = self.b.ins().iconst(I64, size as i64);
-        let st = self.call_helper(0, &[self.env, va, sz]);
+        let st = self.call_helper(Helper::Load, &[self.env, va, sz]);
         let ok = self.b.create_block();
         self.b.set_cold_block(ok);
         self.trap_if(st, i, ok);
@@ -459,7 +500,7 @@ impl Tx<'_, '_> {
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         let sz = self.b.ins().iconst(I64, size as i64);
-        let st = self.call_helper(1, &[self.env, va, sz, v]);
+        let st = self.call_helper(Helper::Store, &[self.env, va, sz, v]);
         let ok = self.b.create_block();
         self.b.set_cold_block(ok);
         self.trap_if(st, i, ok);
@@ -609,6 +650,10 @@ impl Tx<'_, '_> {
                 self.store(i, va, size, v);
             }
             _ if interpreted_inline(&inst) => self.interpret(i),
+            _ if compiled_csr(&inst) => {
+                self.csr(i);
+                return false;
+            }
             Fence => {
                 let pred = (inst.raw >> 24) & 0xf;
                 let succ = (inst.raw >> 20) & 0xf;
