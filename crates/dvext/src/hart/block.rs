@@ -103,6 +103,34 @@ pub(crate) struct Block {
     /// The compiled region this block's region last continued into on the same page (see
     /// [`BlockCache::link`]).
     pub link: Link,
+    /// Whether running this block leaves the translation and the privilege level as they
+    /// were (it ends with a branch or jump, or is cut short by the page end or the length
+    /// limit), so that the block after it may come from `next` (see [`BlockCache::next`]).
+    pub chains: bool,
+    /// The block the interpreter went on to from this one last time, on the same page.
+    pub next: Next,
+}
+
+impl Block {
+    /// The value of [`Block::chains`] for a block of `insts`.
+    pub fn chains(insts: &[Inst]) -> bool {
+        use crate::hart::inst::Op::*;
+        insts.last().is_some_and(|i| {
+            matches!(i.op, Jal | Jalr | Beq | Bne | Blt | Bge | Bltu | Bgeu) || !i.ends_block()
+        })
+    }
+}
+
+/// An interpreted block's last successor on its own page: its virtual pc and index.
+#[derive(Clone, Copy)]
+pub(crate) struct Next {
+    pc: u64,
+    idx: u32,
+}
+
+impl Next {
+    /// Matches no pc (instructions are 2-byte aligned).
+    pub const NONE: Next = Next { pc: 1, idx: 0 };
 }
 
 /// A compiled block's last successor on its own page: virtual pc, code and index, as of a
@@ -255,6 +283,31 @@ impl BlockCache {
         None
     }
 
+    /// The block at virtual `pc`, if the interpreter went on there from block `from` last
+    /// time, on the same page, and it is still current.
+    ///
+    /// No TLB or jump-cache lookup is needed: `from` was entered through `pc`'s virtual page
+    /// just now and, having run to its end without a trap ([`Block::chains`]), changed no
+    /// translation; so the page still maps to `from`'s physical page, where the link was made,
+    /// and `pc` to the linked block's. The linked block is checked like any other: its page's
+    /// generation and the fence.i epoch.
+    #[inline(always)]
+    pub fn next(&self, from: u32, pc: u64, mem: &PhysMemory) -> Option<u32> {
+        let n = self.blocks[from as usize].next;
+        if n.pc != pc {
+            return None;
+        }
+        let b = &self.blocks[n.idx as usize];
+        (b.epoch == self.epoch && b.gen == mem.code_gen(b.hpa)).then_some(n.idx)
+    }
+
+    /// Record that the interpreter went on from block `from` to the current block `idx` at
+    /// `pc` on the same page.
+    #[inline(always)]
+    pub fn set_next(&mut self, from: u32, pc: u64, idx: u32) {
+        self.blocks[from as usize].next = Next { pc, idx };
+    }
+
     /// Record that block `from`'s region continued into compiled block `idx` at `pc`, found
     /// current on `from`'s page just now.
     #[inline(always)]
@@ -370,6 +423,8 @@ mod tests {
             jit: None,
             region: None,
             link: Link::NONE,
+            chains: true,
+            next: Next::NONE,
         }
     }
 

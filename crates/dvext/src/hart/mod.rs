@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use block::{Block, BlockCache, Link, COMPILING, NEVER_COMPILE};
+use block::{Block, BlockCache, Link, Next, COMPILING, NEVER_COMPILE};
 use cpu::{Cpu, CLOCK_INTERVAL, POLL_INTERVAL};
 use exec::Flow;
 use inst::Inst;
@@ -465,33 +465,65 @@ impl Hart {
     }
 
     fn run(&mut self) -> Exit {
+        // The block just interpreted, its pc and the cache's flush count, while the block after
+        // it may be taken from its link (`BlockCache::next`): no service call came between.
+        let mut from: Option<(u32, u64, u64)> = None;
         loop {
             if self.cpu.poll == 0 || self.cpu.shared.req.load(Ordering::Relaxed) != 0 {
+                from = None;
                 if let Some(e) = self.service() {
                     return e;
                 }
             }
             self.cpu.poll -= 1;
             let pc = self.cpu.pc;
-            let idx = match self.block_at(pc) {
-                Ok(b) => b,
-                Err(t) => {
-                    if let Some(e) = self.cpu.raise(t, pc) {
-                        return e;
+            let from_here = from
+                .take()
+                .filter(|&(_, at, flushes)| {
+                    (pc ^ at) >> PAGE_SHIFT == 0 && flushes == self.cache.flushes
+                })
+                .map(|(f, _, _)| f);
+            let flushes_before = self.cache.flushes;
+            let linked = from_here.and_then(|f| self.cache.next(f, pc, &self.cpu.mem));
+            let idx = match linked {
+                Some(i) => BlockRef::Cached(i),
+                None => match self.block_at(pc) {
+                    Ok(b) => {
+                        // Unless building this block emptied the cache.
+                        let flushes = self.cache.flushes;
+                        if let (Some(f), BlockRef::Cached(i), true) =
+                            (from_here, &b, flushes == flushes_before)
+                        {
+                            self.cache.set_next(f, pc, *i);
+                        }
+                        b
                     }
-                    continue;
-                }
+                    Err(t) => {
+                        if let Some(e) = self.cpu.raise(t, pc) {
+                            return e;
+                        }
+                        continue;
+                    }
+                },
             };
             let flow = match idx {
                 BlockRef::Cached(i) => match self.compiled(i) {
                     Some(f) => {
                         // Compiled or revalidated since the jump cache last saw it.
                         self.cache.remember(pc, i);
-                        self.run_compiled(f, i, pc)
+                        let (flow, last) = self.run_compiled(f, i, pc);
+                        from = last.map(|(j, at)| (j, at, self.cache.flushes));
+                        flow
                     }
                     None => {
-                        let insts: &[Inst] = &self.cache.get(i).insts;
-                        self.cpu.exec_block(insts, pc)
+                        let b = self.cache.get(i);
+                        let (insts, chains): (&[Inst], bool) = (&b.insts, b.chains);
+                        let traps = self.cpu.traps;
+                        let flow = self.cpu.exec_block(insts, pc);
+                        if chains && self.cpu.traps == traps && matches!(flow, Flow::Next) {
+                            from = Some((i, pc, self.cache.flushes));
+                        }
+                        flow
                     }
                 },
                 BlockRef::Single(inst) => self.cpu.exec_block(&[inst], pc),
@@ -644,9 +676,17 @@ impl Hart {
 
     /// Run block `i`'s compiled code `f` at virtual address `pc`, and after it the compiled
     /// code of the blocks it continues at, as long as they are compiled and current and the
-    /// block budget lasts: the run loop's bookkeeping is skipped between regions.
+    /// block budget lasts: the run loop's bookkeeping is skipped between regions. After a
+    /// normal end, also returns the last region's block and pc (its successor may come from
+    /// its link, see `BlockCache::next`: regions change no translation without leaving with
+    /// the budget spent).
     #[inline(always)]
-    fn run_compiled(&mut self, mut f: JitFn, mut i: u32, mut pc: u64) -> Flow {
+    fn run_compiled(
+        &mut self,
+        mut f: JitFn,
+        mut i: u32,
+        mut pc: u64,
+    ) -> (Flow, Option<(u32, u64)>) {
         let hpa = self.cache.get(i).hpa;
         let c = &self.cpu;
         // Everything but `x` and `cpu` points at heap allocations outside `Cpu` that do not
@@ -712,18 +752,19 @@ impl Hart {
         }
         if r & RET_TRAP == 0 {
             self.cpu.pc = pc;
-            return Flow::Next;
+            return (Flow::Next, Some((i, env.pc0)));
         }
         let pc = env.pc0;
         let (j, k) = (((r >> 16) & 0xffff) as usize, (r & 0xffff) as usize);
         if r & RET_FLOW != 0 {
             // The interpreter ran instruction k and it trapped: already raised.
             self.cpu.instret += env.retired + k as u64;
-            return self
+            let flow = self
                 .cpu
                 .jit_flow
                 .take()
                 .expect("a compiled region reported an interpreted trap without one");
+            return (flow, None);
         }
         let trap = self
             .cpu
@@ -742,7 +783,7 @@ impl Hart {
             .wrapping_add_signed(part.delta)
             .wrapping_add(inst.off as u64);
         self.cpu.instret += env.retired + k as u64;
-        self.cpu.trap_flow(trap, &inst, at)
+        (self.cpu.trap_flow(trap, &inst, at), None)
     }
 
     /// The compiled code of the block at virtual `pc`, its index and its page's generation
@@ -858,6 +899,7 @@ impl Hart {
     fn build_block(&mut self, pc: u64, hpa: u64) -> Result<BlockRef, Trap> {
         let gen = self.cpu.mem.mark_code(hpa);
         let insts = block::decode_block(&self.cpu.mem, hpa, |_| true);
+        let chains = Block::chains(&insts);
         // Empty: the first instruction crosses the page, and is executed on its own.
         if insts.is_empty() {
             return self.page_crossing_inst(pc, hpa);
@@ -871,6 +913,8 @@ impl Hart {
             jit: None,
             region: None,
             link: Link::NONE,
+            chains,
+            next: Next::NONE,
         };
         let idx = self.cache.insert(pc, block);
         Ok(BlockRef::Cached(idx))
