@@ -288,17 +288,9 @@ impl Tx<'_, '_> {
         self.trap_code_if(trapped, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
-        let go_on = self.b.create_block();
-        let out = self.b.create_block();
-        self.b.set_cold_block(out);
-        self.b.ins().brif(st, out, &[], go_on, &[]);
-        self.b.switch_to_block(out);
-        self.b.seal_block(out);
+        // The helper has spent the budget itself.
+        self.leave_after_if(st, i, false);
         let next = self.after(i);
-        let t = self.pc_plus(next);
-        self.leave(t, i + 1);
-        self.b.switch_to_block(go_on);
-        self.b.seal_block(go_on);
         self.goto(next, i + 1);
     }
 
@@ -309,20 +301,28 @@ impl Tx<'_, '_> {
     fn leave_if_written(&mut self, i: usize) {
         let gen_ptr = self.env_field(I64, std::mem::offset_of!(JitEnv, page_gen));
         let gen = self.b.ins().load(I32, flags(), gen_ptr, 0);
-        let same = self
+        let changed = self
             .b
             .ins()
-            .icmp_imm(IntCC::Equal, gen, self.gen as i32 as i64);
+            .icmp_imm(IntCC::NotEqual, gen, self.gen as i32 as i64);
+        // No budget left: the run loop looks up what comes next afresh instead of following
+        // a link between regions (`BlockCache::link`), which assumes the page is unchanged.
+        self.leave_after_if(changed, i, true);
+    }
+
+    /// Leave after instruction `i` of the current part if `cond` is nonzero (a cold path),
+    /// with the budget spent first if `spend`; else carry on here.
+    fn leave_after_if(&mut self, cond: Value, i: usize, spend: bool) {
         let go_on = self.b.create_block();
         let out = self.b.create_block();
         self.b.set_cold_block(out);
-        self.b.ins().brif(same, go_on, &[], out, &[]);
+        self.b.ins().brif(cond, out, &[], go_on, &[]);
         self.b.switch_to_block(out);
         self.b.seal_block(out);
-        // No budget left: the run loop looks up what comes next afresh instead of following
-        // a link between regions (`BlockCache::link`), which assumes the page is unchanged.
-        let zero = self.b.ins().iconst(I64, 0);
-        self.set_env_field(std::mem::offset_of!(JitEnv, budget), zero);
+        if spend {
+            let zero = self.b.ins().iconst(I64, 0);
+            self.set_env_field(std::mem::offset_of!(JitEnv, budget), zero);
+        }
         let t = self.pc_plus(self.after(i));
         self.leave(t, i + 1);
         self.b.switch_to_block(go_on);
