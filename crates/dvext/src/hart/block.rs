@@ -103,22 +103,19 @@ pub(crate) struct Block {
     /// The compiled region this block's region last continued into on the same page (see
     /// [`BlockCache::link`]).
     pub link: Link,
-    /// Whether running this block leaves the translation and the privilege level as they
-    /// were (it ends with a branch or jump, or is cut short by the page end or the length
-    /// limit), so that the block after it may come from `next` (see [`BlockCache::next`]).
-    pub chains: bool,
-    /// The block the interpreter went on to from this one last time, on the same page.
+    /// The block the run loop went on to from this one last time, on the same page.
     pub next: Next,
 }
 
-impl Block {
-    /// The value of [`Block::chains`] for a block of `insts`.
-    pub fn chains(insts: &[Inst]) -> bool {
-        use crate::hart::inst::Op::*;
-        insts.last().is_some_and(|i| {
-            matches!(i.op, Jal | Jalr | Beq | Bne | Blt | Bge | Bltu | Bgeu) || !i.ends_block()
-        })
-    }
+/// Whether running the block of `insts` to its end leaves the translation and the privilege
+/// level as they were (it ends with a branch or jump, or is cut short by the page end or the
+/// length limit), so that the block after it may come from its link ([`BlockCache::next`]).
+#[inline(always)]
+pub(crate) fn chains(insts: &[Inst]) -> bool {
+    use crate::hart::inst::Op::*;
+    insts.last().is_some_and(|i| {
+        matches!(i.op, Jal | Jalr | Beq | Bne | Blt | Bge | Bltu | Bgeu) || !i.ends_block()
+    })
 }
 
 /// An interpreted block's last successor on its own page: its virtual pc and index.
@@ -287,7 +284,7 @@ impl BlockCache {
     /// time, on the same page, and it is still current.
     ///
     /// No TLB or jump-cache lookup is needed: `from` was entered through `pc`'s virtual page
-    /// just now and, having run to its end without a trap ([`Block::chains`]), changed no
+    /// just now and, having run to its end without a trap ([`chains`]), changed no
     /// translation; so the page still maps to `from`'s physical page, where the link was made,
     /// and `pc` to the linked block's. The linked block is checked like any other: its page's
     /// generation and the fence.i epoch.
@@ -423,7 +420,6 @@ mod tests {
             jit: None,
             region: None,
             link: Link::NONE,
-            chains: true,
             next: Next::NONE,
         }
     }

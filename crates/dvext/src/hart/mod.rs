@@ -465,9 +465,9 @@ impl Hart {
     }
 
     fn run(&mut self) -> Exit {
-        // The block just interpreted, its pc and the cache's flush count, while the block after
-        // it may be taken from its link (`BlockCache::next`): no service call came between.
-        let mut from: Option<(u32, u64, u64)> = None;
+        // The block that just ran and its pc, while the block after it may be taken from its
+        // link (`BlockCache::next`): it ran to its end and no service call came between.
+        let mut from: Option<(u32, u64)> = None;
         loop {
             if self.cpu.poll == 0 || self.cpu.shared.req.load(Ordering::Relaxed) != 0 {
                 from = None;
@@ -479,10 +479,8 @@ impl Hart {
             let pc = self.cpu.pc;
             let from_here = from
                 .take()
-                .filter(|&(_, at, flushes)| {
-                    (pc ^ at) >> PAGE_SHIFT == 0 && flushes == self.cache.flushes
-                })
-                .map(|(f, _, _)| f);
+                .filter(|&(_, at)| (pc ^ at) >> PAGE_SHIFT == 0)
+                .map(|(f, _)| f);
             let flushes_before = self.cache.flushes;
             let linked = from_here.and_then(|f| self.cache.next(f, pc, &self.cpu.mem));
             let idx = match linked {
@@ -490,9 +488,8 @@ impl Hart {
                 None => match self.block_at(pc) {
                     Ok(b) => {
                         // Unless building this block emptied the cache.
-                        let flushes = self.cache.flushes;
                         if let (Some(f), BlockRef::Cached(i), true) =
-                            (from_here, &b, flushes == flushes_before)
+                            (from_here, &b, self.cache.flushes == flushes_before)
                         {
                             self.cache.set_next(f, pc, *i);
                         }
@@ -512,16 +509,18 @@ impl Hart {
                         // Compiled or revalidated since the jump cache last saw it.
                         self.cache.remember(pc, i);
                         let (flow, last) = self.run_compiled(f, i, pc);
-                        from = last.map(|(j, at)| (j, at, self.cache.flushes));
+                        from = last;
                         flow
                     }
                     None => {
-                        let b = self.cache.get(i);
-                        let (insts, chains): (&[Inst], bool) = (&b.insts, b.chains);
+                        let insts: &[Inst] = &self.cache.get(i).insts;
                         let traps = self.cpu.traps;
                         let flow = self.cpu.exec_block(insts, pc);
-                        if chains && self.cpu.traps == traps && matches!(flow, Flow::Next) {
-                            from = Some((i, pc, self.cache.flushes));
+                        if matches!(flow, Flow::Next)
+                            && self.cpu.traps == traps
+                            && block::chains(insts)
+                        {
+                            from = Some((i, pc));
                         }
                         flow
                     }
@@ -899,7 +898,6 @@ impl Hart {
     fn build_block(&mut self, pc: u64, hpa: u64) -> Result<BlockRef, Trap> {
         let gen = self.cpu.mem.mark_code(hpa);
         let insts = block::decode_block(&self.cpu.mem, hpa, |_| true);
-        let chains = Block::chains(&insts);
         // Empty: the first instruction crosses the page, and is executed on its own.
         if insts.is_empty() {
             return self.page_crossing_inst(pc, hpa);
@@ -913,7 +911,6 @@ impl Hart {
             jit: None,
             region: None,
             link: Link::NONE,
-            chains,
             next: Next::NONE,
         };
         let idx = self.cache.insert(pc, block);

@@ -250,14 +250,23 @@ impl Tx<'_, '_> {
         self.leave(t, k);
     }
 
+    /// Call `helper` (the interpreter or the CSR helper) to run instruction `i` of the
+    /// current part; returns its status.
+    fn run_in_engine(&mut self, helper: Helper, i: usize) -> Value {
+        let ptr = self
+            .b
+            .ins()
+            .iconst(I64, &self.insts[i] as *const Inst as i64);
+        // The part's start: the interpreter adds the instruction's own offset.
+        let delta = self.b.ins().iconst(I64, self.region.parts[self.part].delta);
+        self.call_helper(helper, &[self.env, ptr, delta])
+    }
+
     /// Have the interpreter run instruction `i`; leave if it trapped, else pick up the
     /// register it may have written.
     fn interpret(&mut self, i: usize) {
         let inst = &self.insts[i];
-        let ptr = self.b.ins().iconst(I64, inst as *const Inst as i64);
-        // The part's start: the interpreter adds the instruction's own offset.
-        let delta = self.b.ins().iconst(I64, self.region.parts[self.part].delta);
-        let st = self.call_helper(Helper::Interp, &[self.env, ptr, delta]);
+        let st = self.run_in_engine(Helper::Interp, i);
         let ok = self.b.create_block();
         self.trap_code_if(st, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
         self.b.switch_to_block(ok);
@@ -279,10 +288,7 @@ impl Tx<'_, '_> {
     /// at the next instruction, unless the engine says the access changed what the region
     /// runs under (see `csr_helper`): then it leaves, budget spent.
     fn csr(&mut self, i: usize) {
-        let inst = &self.insts[i];
-        let ptr = self.b.ins().iconst(I64, inst as *const Inst as i64);
-        let delta = self.b.ins().iconst(I64, self.region.parts[self.part].delta);
-        let st = self.call_helper(Helper::Csr, &[self.env, ptr, delta]);
+        let st = self.run_in_engine(Helper::Csr, i);
         let trapped = self.b.ins().icmp_imm(IntCC::Equal, st, 1);
         let ok = self.b.create_block();
         self.trap_code_if(trapped, RET_FLOW | (self.part as u64) << 16 | i as u64, ok);
