@@ -148,3 +148,36 @@ fn a_second_hart_takes_shared_code_before_its_own_threshold() {
     assert!(s1.shared > 0, "hart 1 did not take hart 0's code: {s1:?}");
     assert_eq!(s1.compile_ns, 0, "hart 1 compiled: {s1:?}");
 }
+
+/// The compiler thread runs behind the vCPUs (see `COMPILER_NICE`), and has its priority by
+/// the time the pool exists (the sandbox installed after set-up would refuse the call).
+#[test]
+fn the_compiler_thread_yields_to_the_vcpus() {
+    let own_nice = || nice(std::path::Path::new("/proc/thread-self"));
+    let before = own_nice();
+    let _pool = JitPool::new("nice-jit").unwrap();
+    let compiler: Vec<i32> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .filter(|dir| {
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "nice-jit")
+        })
+        .map(|dir| nice(&dir))
+        .collect();
+    assert_eq!(compiler.len(), 1, "one compiler thread: {compiler:?}");
+    // 10, or the caller's own if that is lower still (a thread may not raise its priority).
+    assert!(
+        compiler[0] >= 10 && compiler[0] >= before,
+        "the compiler thread's nice value is {}",
+        compiler[0]
+    );
+    assert_eq!(own_nice(), before, "the caller keeps its priority");
+}
+
+/// A thread's nice value, from `/proc/.../stat` (field 19).
+fn nice(task: &std::path::Path) -> i32 {
+    let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+    // The command name is parenthesised and may hold spaces: count from after it (field 3).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(16).unwrap().parse().unwrap()
+}
