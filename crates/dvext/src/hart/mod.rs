@@ -481,27 +481,29 @@ impl Hart {
                 .take()
                 .filter(|&(_, at)| (pc ^ at) >> PAGE_SHIFT == 0)
                 .map(|(f, _)| f);
-            let flushes_before = self.cache.flushes;
             let linked = from_here.and_then(|f| self.cache.next(f, pc, &self.cpu.mem));
             let idx = match linked {
                 Some(i) => BlockRef::Cached(i),
-                None => match self.block_at(pc) {
-                    Ok(b) => {
-                        // Unless building this block emptied the cache.
-                        if let (Some(f), BlockRef::Cached(i), true) =
-                            (from_here, &b, self.cache.flushes == flushes_before)
-                        {
-                            self.cache.set_next(f, pc, *i);
+                None => {
+                    let flushes_before = self.cache.flushes;
+                    match self.block_at(pc) {
+                        Ok(b) => {
+                            // Unless building this block emptied the cache.
+                            if let (Some(f), BlockRef::Cached(i), true) =
+                                (from_here, &b, self.cache.flushes == flushes_before)
+                            {
+                                self.cache.set_next(f, pc, *i);
+                            }
+                            b
                         }
-                        b
-                    }
-                    Err(t) => {
-                        if let Some(e) = self.cpu.raise(t, pc) {
-                            return e;
+                        Err(t) => {
+                            if let Some(e) = self.cpu.raise(t, pc) {
+                                return e;
+                            }
+                            continue;
                         }
-                        continue;
                     }
-                },
+                }
             };
             let flow = match idx {
                 BlockRef::Cached(i) => match self.compiled(i) {

@@ -211,31 +211,35 @@ impl Cpu {
 
     /// Whether [`Cpu::check_interrupts`] would take an interrupt now.
     pub fn interrupt_deliverable(&self) -> bool {
-        let p = self.pending_irqs();
-        p != 0 && (p & !self.hideleg != 0 || self.user || self.vsstatus & SSTATUS_SIE != 0)
+        self.takes_one_of(self.pending_irqs())
+    }
+
+    /// Whether one of the `pending` interrupts is taken now: one not delegated to the guest
+    /// always (HS-level interrupts are always enabled while V=1), a delegated one in VU-mode
+    /// or with `sstatus.SIE` set.
+    #[inline(always)]
+    fn takes_one_of(&self, pending: u64) -> bool {
+        pending & !self.hideleg != 0
+            || (pending != 0 && (self.user || self.vsstatus & SSTATUS_SIE != 0))
     }
 
     /// Take the highest-priority pending interrupt, if the guest (or HU) may take it now.
     pub fn check_interrupts(&mut self) -> Option<Exit> {
         let p = self.pending_irqs();
-        if p == 0 {
+        if !self.takes_one_of(p) {
             return None;
         }
         let hs = p & !self.hideleg;
+        let pc = self.pc;
         if hs != 0 {
-            // Not delegated: the hypervisor handles it (HS-level interrupts are always enabled
-            // while V=1).
+            // Not delegated: the hypervisor handles it.
             let bit = highest_irq(hs);
-            let pc = self.pc;
             return Some(self.exit_trap(cause::INTERRUPT | bit, 0, 0, 0, false, pc));
         }
-        if self.user || self.vsstatus & SSTATUS_SIE != 0 {
-            let bit = highest_irq(p);
-            // VS-level interrupt bits appear to the guest one position lower (VSSIP -> SSIP).
-            let pc = self.pc;
-            self.irqs_taken += 1;
-            self.trap_to_vs(cause::INTERRUPT | (bit - 1), 0, pc);
-        }
+        let bit = highest_irq(p);
+        // VS-level interrupt bits appear to the guest one position lower (VSSIP -> SSIP).
+        self.irqs_taken += 1;
+        self.trap_to_vs(cause::INTERRUPT | (bit - 1), 0, pc);
         None
     }
 }
