@@ -174,6 +174,63 @@ fn the_compiler_thread_yields_to_the_vcpus() {
     assert_eq!(own_nice(), before, "the caller keeps its priority");
 }
 
+/// A loop through `PAGES` blocks, each on a page of its own and so a region of its own: more
+/// hot regions at once than the compiler thread's queue holds. `s3` counts the blocks run.
+fn pages_src() -> String {
+    const PAGES: usize = 64;
+    let mut s = String::from(
+        "
+    .option norvc
+    li s1, 0
+    li s2, 400
+    li s3, 0
+loop:
+    j p0
+",
+    );
+    for p in 0..PAGES {
+        s += &format!("    .balign 4096\np{p}:\n    addi s3, s3, 1\n");
+        if p + 1 < PAGES {
+            s += &format!("    j p{}\n", p + 1);
+        }
+    }
+    s += "
+    addi s1, s1, 1
+    beq s1, s2, done
+    j loop
+done:
+    ecall
+";
+    s
+}
+
+/// Run `pages_src` on one hart of a VM whose compiler thread has `patience`; the hart's
+/// compiling-tier counters.
+fn run_pages(patience: Duration) -> dvext::JitStats {
+    let pool = JitPool::with_patience("pages-jit", patience).unwrap();
+    let mut vm = TestVm::with_program(&pages_src());
+    vm.hart.enable_jit(20, Some(&pool)).unwrap();
+    vm.run_to_ecall();
+    assert_eq!(vm.x(r::S3), 64 * 400, "blocks run");
+    vm.hart.stats().jit
+}
+
+/// A hart waits for a compiler thread that is getting through its queue, however long the
+/// queue: it would only take host CPU from the guest to compile as well.
+#[test]
+fn a_hart_leaves_compiling_to_a_compiler_thread_that_keeps_up() {
+    let s = run_pages(Duration::from_secs(3600));
+    assert_eq!(s.inline, 0, "the hart compiled regions itself: {s:?}");
+}
+
+/// A hart whose blocks wait in front of a compiler thread that makes no progress (patience
+/// zero: every moment counts as stalled) compiles them itself.
+#[test]
+fn a_hart_compiles_what_a_stalled_compiler_thread_leaves_waiting() {
+    let s = run_pages(Duration::ZERO);
+    assert!(s.inline > 0, "the hart compiled nothing itself: {s:?}");
+}
+
 /// A thread's nice value, from `/proc/.../stat` (field 19).
 fn nice(task: &std::path::Path) -> i32 {
     let stat = std::fs::read_to_string(task.join("stat")).unwrap();

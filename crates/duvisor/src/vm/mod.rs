@@ -138,6 +138,7 @@ impl VmShared {
         r.jit.resets += s.jit.resets;
         r.jit.failed += s.jit.failed;
         r.jit.shared += s.jit.shared;
+        r.jit.inline += s.jit.inline;
         r.jit.entered += s.jit.entered;
         r.jit.chained += s.jit.chained;
     }
@@ -195,10 +196,11 @@ impl VmReport {
         if h.jit.compiled + h.jit.failed > 0 {
             writeln!(
                 out,
-                "compiled regions     {} of {} blocks, {} reused (compiled for another vCPU or before a code-space reset) ({} KiB of host code, {:.3} s compiling, {} code-space resets, {} refused)",
+                "compiled regions     {} of {} blocks, {} reused (compiled for another vCPU or before a code-space reset), {} compiled on a vCPU thread ({} KiB of host code, {:.3} s compiling, {} code-space resets, {} refused)",
                 h.jit.compiled,
                 h.jit.parts,
                 h.jit.shared,
+                h.jit.inline,
                 h.jit.code_bytes / 1024,
                 h.jit.compile_ns as f64 / 1e9,
                 h.jit.resets,

@@ -562,11 +562,11 @@ impl Hart {
         }
         // Queued compilations may lag behind a burst of newly hot code; a block that keeps
         // running while it waits for room in the queue is compiled here once it has run
-        // INLINE_AFTER times the threshold.
-        let inline = b.hits >= t.saturating_mul(INLINE_AFTER);
-        if b.hits > t && !inline && b.hits % (t / 8).max(1) != 0 {
+        // INLINE_AFTER times the threshold, if the compiler thread has stalled.
+        if b.hits > t && b.hits % (t / 8).max(1) != 0 {
             return None;
         }
+        let inline = b.hits >= t.saturating_mul(INLINE_AFTER);
         self.compile(i, inline)
     }
 

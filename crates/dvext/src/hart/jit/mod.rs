@@ -145,6 +145,9 @@ pub struct JitStats {
     pub resets: u64,
     /// Blocks Cranelift refused (left to the interpreter).
     pub failed: u64,
+    /// Of `compiled`, regions the hart compiled on its own thread: a VM without a compiler
+    /// thread compiles all here; with one, only what waited for a stalled thread.
+    pub inline: u64,
     /// Of `compiled`, regions whose code was copied from an earlier compilation (for another
     /// hart of the VM, or for this one before its code space was reset) instead of compiled.
     pub shared: u64,
@@ -330,18 +333,19 @@ impl Jit {
             return c;
         }
         if let Some(pool) = &self.pool {
-            if !inline {
-                let job = pool::Job {
-                    tag,
-                    region,
-                    reply: self.reply.clone(),
-                };
-                return if pool.try_send(job) {
-                    self.pending += 1;
-                    Compiled::Queued
-                } else {
-                    Compiled::Busy
-                };
+            let job = pool::Job {
+                tag,
+                region: Arc::clone(&region),
+                reply: self.reply.clone(),
+            };
+            if pool.try_send(job) {
+                self.pending += 1;
+                return Compiled::Queued;
+            }
+            // The queue is full. A block that has waited long (`inline`) is compiled here
+            // only if the compiler thread is not getting through it.
+            if !(inline && pool.stalled()) {
+                return Compiled::Busy;
             }
         }
         let c = match &mut self.inline {
@@ -356,6 +360,7 @@ impl Jit {
             return Compiled::Never;
         };
         let ns = t.elapsed().as_nanos() as u64;
+        self.stats.inline += 1;
         let code: Arc<[u8]> = code.into();
         if let Some(pool) = &self.pool {
             let sc = pool::SharedCode {

@@ -8,10 +8,11 @@
 //! instruction of the region still matches memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::region::Region;
 use super::{Compiler, Finished, JobTag};
@@ -21,11 +22,15 @@ const QUEUE: usize = 16;
 /// Nice value of the compiler thread. When vCPUs outnumber host cores (4 vCPUs on 2), a
 /// compiler at the vCPUs' priority took their CPU while they had guest code to run, and much
 /// of what it compiled then was code they had already interpreted past. Behind them it still
-/// runs on an idle core at full speed, and a vCPU that waits too long for a region compiles
-/// it itself (`INLINE_AFTER`). Bench medians of 12 interleaved runs on a 2-core host, nice 0
-/// -> 10: smp 0.79 -> 0.69 s, boot4 3.01 -> 2.80 s (of 6: cpu 1.29 -> 1.23 s, blkrd 0.135
-/// -> 0.13 s).
+/// runs on an idle core at full speed, and when it has stalled a vCPU that waits too long for
+/// a region compiles it itself (`INLINE_AFTER`). Bench medians of 12 interleaved runs on a
+/// 2-core host, nice 0 -> 10: smp 0.79 -> 0.69 s, boot4 3.01 -> 2.80 s (of 6: cpu 1.29 ->
+/// 1.23 s, blkrd 0.135 -> 0.13 s).
 const COMPILER_NICE: libc::c_int = 10;
+/// How long the compiler thread may go without taking or finishing a job before it counts as
+/// stalled: several times a typical compilation (0.3-0.5 ms). Only then does a vCPU compile a
+/// block that has waited too long itself (see [`JitPool::stalled`]).
+const DEFAULT_PATIENCE: Duration = Duration::from_millis(4);
 /// Bytes of host code the shared table keeps; past that it starts over (harts keep the code
 /// they installed: this only bounds what is kept for harts that have not asked yet).
 const TABLE_BYTES: usize = 4 << 20;
@@ -67,8 +72,32 @@ impl Table {
     }
 }
 
+/// When the compiler thread last took or finished a job.
+struct Progress {
+    start: Instant,
+    /// Nanoseconds since `start`.
+    last: AtomicU64,
+    /// Nanoseconds without either after which it counts as stalled.
+    patience: u64,
+}
+
+impl Progress {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn mark(&self) {
+        self.last.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn stalled(&self) -> bool {
+        self.now().saturating_sub(self.last.load(Ordering::Relaxed)) >= self.patience
+    }
+}
+
 struct Inner {
     table: Arc<Mutex<Table>>,
+    progress: Arc<Progress>,
     /// The only sender (harts queue through the pool, which they hold): taken on drop, which
     /// ends the thread.
     jobs: Option<SyncSender<Job>>,
@@ -104,10 +133,23 @@ impl JitPool {
     /// Start the compiler thread (named `name`). Call it before the process forbids new
     /// threads.
     pub fn new(name: &str) -> Result<JitPool, String> {
+        JitPool::with_patience(name, DEFAULT_PATIENCE)
+    }
+
+    /// [`JitPool::new`], with harts compiling a region themselves once the compiler thread
+    /// has gone `patience` without taking or finishing a job while its queue is full (see
+    /// [`JitPool::stalled`]).
+    pub fn with_patience(name: &str, patience: Duration) -> Result<JitPool, String> {
         let mut compiler = Compiler::new()?;
         let table = Arc::new(Mutex::new(Table::default()));
         let (jobs, rx) = sync_channel::<Job>(QUEUE);
         let t = Arc::clone(&table);
+        let progress = Arc::new(Progress {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            patience: patience.as_nanos().try_into().unwrap_or(u64::MAX),
+        });
+        let p = Arc::clone(&progress);
         let (started, start) = sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name(name.to_string())
@@ -115,7 +157,9 @@ impl JitPool {
                 lower_priority();
                 let _ = started.send(());
                 for job in rx {
+                    p.mark();
                     let done = compile(&mut compiler, &t, job.tag, job.region);
+                    p.mark();
                     // A hart that has gone away no longer needs it.
                     let _ = job.reply.send(done);
                 }
@@ -128,6 +172,7 @@ impl JitPool {
             .map_err(|_| "the compiler thread ended while starting".to_string())?;
         Ok(JitPool(Arc::new(Inner {
             table,
+            progress,
             jobs: Some(jobs),
             thread: Mutex::new(Some(thread)),
         })))
@@ -139,6 +184,16 @@ impl JitPool {
             .jobs
             .as_ref()
             .is_some_and(|j| j.try_send(job).is_ok())
+    }
+
+    /// Whether the compiler thread has neither taken nor finished a job for its patience: asked
+    /// when the queue is full, so it is not getting the CPU (vCPUs outnumber host cores and it runs behind
+    /// them, or the host is busy), and a hart with a block that waits too long compiles it
+    /// itself. When it has a core, a vCPU stopping to compile only delays the guest: with 1 vCPU
+    /// on 2 host cores, `dd` of 128 MiB with O_DIRECT just after boot took 0.118 s (medians of
+    /// 6) when vCPUs compiled after waiting regardless, 0.111 s when they never did.
+    pub(crate) fn stalled(&self) -> bool {
+        self.0.progress.stalled()
     }
 
     /// Code for the region entered at `hpa` in a page of generation `gen`, if a hart has
@@ -213,6 +268,22 @@ mod tests {
             }),
             code: vec![0xcc; len].into(),
         })
+    }
+
+    #[test]
+    fn a_compiler_thread_is_stalled_after_its_patience_without_progress() {
+        let patience = Duration::from_millis(50);
+        let p = Progress {
+            start: Instant::now().checked_sub(patience * 2).unwrap(),
+            last: AtomicU64::new(0),
+            patience: patience.as_nanos() as u64,
+        };
+        assert!(
+            p.stalled(),
+            "nothing taken or finished for twice its patience"
+        );
+        p.mark();
+        assert!(!p.stalled(), "it has just taken a job");
     }
 
     #[test]
