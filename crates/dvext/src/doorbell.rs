@@ -37,7 +37,8 @@ pub struct HartShared {
     /// Virtual interrupt pending bits (huvip): VSSIP, VSTIP, VSEIP.
     pub(crate) hvip: AtomicU64,
     pub(crate) req: AtomicU32,
-    /// The hart is inside `huret` executing guest code.
+    /// The hart is inside `huret` and may run guest code before it next looks at `req` (false
+    /// while it sleeps in WFI).
     pub(crate) in_guest: AtomicBool,
     /// Remote-fence handshake: requests issued / requests completed.
     pub(crate) fence_seq: AtomicU64,
@@ -169,8 +170,9 @@ impl Interrupter {
         };
         let seq = h.fence_seq.fetch_add(1, Ordering::SeqCst) + 1;
         h.post(bit);
-        // A hart outside the guest applies pending requests before it next runs guest code, so
-        // only a hart inside `huret` needs to be waited for (SeqCst pairs with its entry).
+        // A hart outside the guest or asleep in WFI applies pending requests before it next
+        // runs guest code, so only one running guest code needs to be waited for (SeqCst pairs
+        // with its entry and its wake-up).
         let mut spins = 0u32;
         while h.in_guest.load(Ordering::SeqCst) && h.fence_done.load(Ordering::SeqCst) < seq {
             spins += 1;

@@ -255,6 +255,57 @@ fn remote_fence_returns_for_idle_and_running_vcpus() {
     assert_eq!(vm.x(r::A0), 2);
 }
 
+/// A vCPU asleep in WFI is not waited for (see `wait_for_interrupt`), but the fence still
+/// holds: the first access after it wakes uses the new translation, not one it cached before
+/// it slept.
+#[test]
+fn remote_fence_to_a_vcpu_in_wfi_is_applied_before_it_runs_again() {
+    let mut vm = TestVm::new();
+    let (a, b) = (0x8080_0000u64, 0x8080_1000u64);
+    let pte = vm.g_map(0xc000_0000, TestVm::hpa(a), 0, G_RWX);
+    vm.write_u64(a, 1);
+    vm.write_u64(b, 2);
+    vm.load_program(&format!(
+        "
+        .option norvc
+        la t0, handler
+        csrw stvec, t0
+        li t0, {ssip}
+        csrs sie, t0
+        li t0, 0xc0000000
+        ld a0, 0(t0)
+        csrsi sstatus, 2
+    1:  wfi
+        j 1b
+    handler:
+        ld a1, 0(t0)
+        ecall
+        ",
+        ssip = 1 << IRQ_S_SOFT
+    ));
+    vm.set_csr(HUIDELEG, VS_IRQS);
+    vm.timeout = Duration::from_secs(10);
+    let TestVm {
+        hart,
+        intr,
+        hv,
+        timeout,
+        ..
+    } = &mut vm;
+    let mem = hv.phys_mem().clone();
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| run_with_watchdog(hart, intr, *timeout));
+        std::thread::sleep(Duration::from_millis(50));
+        mem.store_u64(pte, ((TestVm::hpa(b) >> 12) << 10) | G_RWX);
+        intr.remote_fence(0, RemoteFence::Gvma).unwrap();
+        intr.send_ipi(0).unwrap();
+        let e = runner.join().unwrap();
+        assert!(matches!(e, Exit::Trap { cause: 10, .. }), "{e:?}");
+    });
+    assert_eq!(vm.x(r::A0), 1, "before the remap");
+    assert_eq!(vm.x(r::A1), 2, "the woken vCPU used a stale translation");
+}
+
 #[test]
 fn remote_vvma_fence_makes_a_vs_pte_change_visible() {
     let mut vm = TestVm::new();

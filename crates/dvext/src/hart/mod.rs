@@ -863,6 +863,11 @@ impl Hart {
     /// enable), a request arrives, or the timer fires.
     fn wait_for_interrupt(&mut self) {
         let c = &mut self.cpu;
+        // Asleep, the hart runs no guest code, so a remote fence need not wait for it to wake
+        // (on a host with fewer cores than vCPUs that took a scheduling round per fence): it
+        // applies what was posted before its next block (`poll` 0 below), and the SeqCst
+        // stores pair with the fence's post and load of `in_guest`.
+        c.shared.in_guest.store(false, Ordering::SeqCst);
         loop {
             c.update_vstip();
             if c.pending_irqs() & c.hie != 0 || c.shared.req.load(Ordering::SeqCst) != 0 {
@@ -875,6 +880,7 @@ impl Hart {
             }
             std::thread::park_timeout(sleep);
         }
+        c.shared.in_guest.store(true, Ordering::SeqCst);
         c.poll = 0;
     }
 
