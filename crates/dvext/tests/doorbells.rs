@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dvext::csr::*;
-use dvext::{DoorbellError, Emergency, Exit, RemoteFence};
+use dvext::{DoorbellError, Emergency, Exit, Interrupter, RemoteFence};
 
 /// Guest: enable the interrupts in `ENABLE` (sie mask), SIE=1, then sleep in WFI forever.
 /// The handler counts interrupts in s1, records scause in s0 and exits with an ecall;
@@ -207,6 +207,29 @@ fn kick_wakes_a_guest_in_wfi() {
     t.join().unwrap();
 }
 
+/// Run `vm`'s vCPU on another thread; once it has had time to cache its translations
+/// (and, for a sleeper, to reach WFI), store the page-table entry `value` at host-physical
+/// `pte` and call `then` with the VM's doorbells. The vCPU must then reach its ecall.
+fn remap_while_running(vm: &mut TestVm, pte: u64, value: u64, then: impl FnOnce(&Interrupter)) {
+    vm.timeout = Duration::from_secs(10);
+    let TestVm {
+        hart,
+        intr,
+        hv,
+        timeout,
+        ..
+    } = vm;
+    let mem = hv.phys_mem().clone();
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| run_with_watchdog(hart, intr, *timeout));
+        std::thread::sleep(Duration::from_millis(50));
+        mem.store_u64(pte, value);
+        then(intr);
+        let e = runner.join().unwrap();
+        assert!(matches!(e, Exit::Trap { cause: 10, .. }), "{e:?}");
+    });
+}
+
 #[test]
 fn remote_fence_returns_for_idle_and_running_vcpus() {
     let vm = TestVm::new();
@@ -231,27 +254,18 @@ fn remote_fence_returns_for_idle_and_running_vcpus() {
         ecall
         ",
     );
-    vm.timeout = Duration::from_secs(10);
-    let TestVm {
-        hart,
-        intr,
-        hv,
-        timeout,
-        ..
-    } = &mut vm;
-    let mem = hv.phys_mem().clone();
-    std::thread::scope(|s| {
-        let runner = s.spawn(|| run_with_watchdog(hart, intr, *timeout));
-        std::thread::sleep(Duration::from_millis(30));
-        // The vCPU may keep using its cached translation until the shootdown (if the
-        // fences did nothing the guest would spin until the watchdog fails the test).
-        mem.store_u64(pte, ((TestVm::hpa(b) >> 12) << 10) | G_RWX);
-        for kind in [RemoteFence::FenceI, RemoteFence::Vvma, RemoteFence::Gvma] {
-            intr.remote_fence(0, kind).unwrap();
-        }
-        let e = runner.join().unwrap();
-        assert!(matches!(e, Exit::Trap { cause: 10, .. }), "{e:?}");
-    });
+    // The vCPU may keep using its cached translation until the shootdown (if the fences did
+    // nothing the guest would spin until the watchdog fails the test).
+    remap_while_running(
+        &mut vm,
+        pte,
+        ((TestVm::hpa(b) >> 12) << 10) | G_RWX,
+        |intr| {
+            for kind in [RemoteFence::FenceI, RemoteFence::Vvma, RemoteFence::Gvma] {
+                intr.remote_fence(0, kind).unwrap();
+            }
+        },
+    );
     assert_eq!(vm.x(r::A0), 2);
 }
 
@@ -284,24 +298,15 @@ fn remote_fence_to_a_vcpu_in_wfi_is_applied_before_it_runs_again() {
         ssip = 1 << IRQ_S_SOFT
     ));
     vm.set_csr(HUIDELEG, VS_IRQS);
-    vm.timeout = Duration::from_secs(10);
-    let TestVm {
-        hart,
-        intr,
-        hv,
-        timeout,
-        ..
-    } = &mut vm;
-    let mem = hv.phys_mem().clone();
-    std::thread::scope(|s| {
-        let runner = s.spawn(|| run_with_watchdog(hart, intr, *timeout));
-        std::thread::sleep(Duration::from_millis(50));
-        mem.store_u64(pte, ((TestVm::hpa(b) >> 12) << 10) | G_RWX);
-        intr.remote_fence(0, RemoteFence::Gvma).unwrap();
-        intr.send_ipi(0).unwrap();
-        let e = runner.join().unwrap();
-        assert!(matches!(e, Exit::Trap { cause: 10, .. }), "{e:?}");
-    });
+    remap_while_running(
+        &mut vm,
+        pte,
+        ((TestVm::hpa(b) >> 12) << 10) | G_RWX,
+        |intr| {
+            intr.remote_fence(0, RemoteFence::Gvma).unwrap();
+            intr.send_ipi(0).unwrap();
+        },
+    );
     assert_eq!(vm.x(r::A0), 1, "before the remap");
     assert_eq!(vm.x(r::A1), 2, "the woken vCPU used a stale translation");
 }
@@ -324,23 +329,14 @@ fn remote_vvma_fence_makes_a_vs_pte_change_visible() {
         ",
     );
     let leaf_hpa = TestVm::hpa(leaf);
-    vm.timeout = Duration::from_secs(10);
-    let TestVm {
-        hart,
-        intr,
-        hv,
-        timeout,
-        ..
-    } = &mut vm;
-    let mem = hv.phys_mem().clone();
-    std::thread::scope(|s| {
-        let runner = s.spawn(|| run_with_watchdog(hart, intr, *timeout));
-        std::thread::sleep(Duration::from_millis(30));
-        mem.store_u64(leaf_hpa, ((0x8080_1000u64 >> 12) << 10) | VS_RWX);
-        intr.remote_fence(0, RemoteFence::Vvma).unwrap();
-        let e = runner.join().unwrap();
-        assert!(matches!(e, Exit::Trap { cause: 10, .. }), "{e:?}");
-    });
+    remap_while_running(
+        &mut vm,
+        leaf_hpa,
+        ((0x8080_1000u64 >> 12) << 10) | VS_RWX,
+        |intr| {
+            intr.remote_fence(0, RemoteFence::Vvma).unwrap();
+        },
+    );
     assert_eq!(vm.x(r::A0), 2);
 }
 
