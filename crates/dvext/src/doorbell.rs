@@ -171,8 +171,8 @@ impl Interrupter {
         let seq = h.fence_seq.fetch_add(1, Ordering::SeqCst) + 1;
         h.post(bit);
         // A hart outside the guest or asleep in WFI applies pending requests before it next
-        // runs guest code, so only one running guest code needs to be waited for (SeqCst pairs
-        // with its entry and its wake-up).
+        // runs guest code, so only a hart that may be running guest code is waited for
+        // (SeqCst pairs with its entry and its wake-up).
         let mut spins = 0u32;
         while h.in_guest.load(Ordering::SeqCst) && h.fence_done.load(Ordering::SeqCst) < seq {
             spins += 1;

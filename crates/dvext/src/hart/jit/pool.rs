@@ -186,12 +186,13 @@ impl JitPool {
             .is_some_and(|j| j.try_send(job).is_ok())
     }
 
-    /// Whether the compiler thread has neither taken nor finished a job for its patience: asked
-    /// when the queue is full, so it is not getting the CPU (vCPUs outnumber host cores and it runs behind
-    /// them, or the host is busy), and a hart with a block that waits too long compiles it
-    /// itself. When it has a core, a vCPU stopping to compile only delays the guest: with 1 vCPU
-    /// on 2 host cores, `dd` of 128 MiB with O_DIRECT just after boot took 0.118 s (medians of
-    /// 6) when vCPUs compiled after waiting regardless, 0.111 s when they never did.
+    /// Whether the compiler thread has neither taken nor finished a job for its patience.
+    /// Asked when the queue is full, so the thread is not getting the CPU (vCPUs outnumber
+    /// host cores and it runs behind them, or the host is busy), and a hart with a block that
+    /// waits too long compiles it itself. When the thread has a core, a vCPU stopping to
+    /// compile only delays the guest: with 1 vCPU on 2 host cores, `dd` of 128 MiB with
+    /// O_DIRECT just after boot took 0.118 s (medians of 6) when vCPUs compiled after waiting
+    /// regardless, 0.111 s when they never did.
     pub(crate) fn stalled(&self) -> bool {
         self.0.progress.stalled()
     }
