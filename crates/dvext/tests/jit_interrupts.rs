@@ -63,3 +63,51 @@ fn compiled_loops_take_a_due_timer_whatever_budget_they_start_with() {
         );
     }
 }
+
+/// A loop that never leaves its region and runs through three of its parts each trip: two
+/// moves forward (which do not look at the budget) and one back to the start (which does).
+const PARTS_GUEST: &str = "
+    .option norvc
+    la t0, handler
+    csrw stvec, t0
+    li t0, 0x20
+    csrs sie, t0
+    rdtime s5
+    li t0, 50000          # 5 ms at 10 MHz
+    add s5, s5, t0
+    csrw stimecmp, s5
+    csrsi sstatus, 2
+    li s2, 0
+    li s3, 0
+loop:
+    addi s2, s2, 1
+    andi t2, s2, 1
+    beqz t2, even
+    addi s3, s3, 1
+even:
+    xori s4, s2, 3
+    j loop
+handler:
+    rdtime s7
+    csrr s0, scause
+    ecall
+";
+
+#[test]
+fn a_loop_through_several_parts_of_a_region_takes_a_due_timer() {
+    let mut vm = TestVm::with_program(PARTS_GUEST);
+    vm.set_csr(HUIDELEG, MIP_VSTIP);
+    vm.set_csr(HUCOUNTEREN, 7);
+    // Compiled after 8 runs, when the blocks of the loop have run often enough to join the
+    // region of its first one.
+    vm.hart.enable_jit(8, None).unwrap();
+    // Without the interrupt the guest never stops: the watchdog fails the test.
+    vm.timeout = Duration::from_secs(20);
+    vm.run_to_ecall();
+    assert_eq!(vm.x(r::S0), cause::INTERRUPT | IRQ_S_TIMER);
+    let s = vm.hart.stats();
+    assert!(s.jit.compiled > 0, "nothing compiled");
+    assert!(s.jit.parts > s.jit.compiled, "the loop spans several parts");
+    let late = vm.x(r::S7) - vm.x(r::S5);
+    assert!(late < 10_000_000, "taken {late} ticks after the deadline");
+}

@@ -67,8 +67,9 @@ pub(crate) struct JitEnv {
     /// Guest virtual address of the block.
     pub pc0: u64,
     /// In/out: blocks the region may still run before the run loop must look at requests,
-    /// the timer and interrupts (`Cpu::poll`). Signed: a region entered with none left
-    /// takes one step into the negative and leaves at its first back edge.
+    /// the timer and interrupts (`Cpu::poll`); a region counts one per return to an earlier
+    /// or the same part. Signed: a region entered with none left takes one step into the
+    /// negative and leaves at its first back edge.
     pub budget: i64,
     /// The code page's generation counter (changed: the page was written, leave).
     pub page_gen: *const u32,

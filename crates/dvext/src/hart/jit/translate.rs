@@ -239,8 +239,8 @@ impl Tx<'_, '_> {
     }
 
     /// Continue at `delta` bytes from the region's entry after `k` instructions of the
-    /// current part: inside the region if that is one of its parts and the block budget
-    /// lasts, else leave. Cross-thread requests are not checked here: the budget bounds how
+    /// current part: inside the region if that is one of its parts (and, going back to an
+    /// earlier or the same part, the block budget lasts), else leave. Cross-thread requests are not checked here: the budget bounds how
     /// long they wait (the run loop checks them between regions). Nor is the page's code
     /// generation: only this hart's slow-path stores can change it while the region runs
     /// ([`Tx::leave_if_written`]); a store from another hart or a device is seen by the next
@@ -253,6 +253,18 @@ impl Tx<'_, '_> {
             self.leave(t, k);
             return;
         };
+        if m > self.part {
+            // Forward (parts are numbered in the order they were found): every loop through
+            // the region's parts goes back to an earlier or the same part at least once,
+            // where the budget is checked. Checking it on every move between parts put a
+            // chain of memory updates of the budget on each loop iteration (gzip's match
+            // loop: three, each waiting on the last).
+            let before = self.b.use_var(self.retired);
+            let now = self.b.ins().iadd_imm(before, k as i64);
+            self.b.def_var(self.retired, now);
+            self.b.ins().jump(self.heads[m], &[]);
+            return;
+        }
         let out = self.b.create_block();
         // Taken once per budget or when the page was written: out of the hot path's way.
         self.b.set_cold_block(out);
