@@ -47,9 +47,8 @@ f2:
     ret
 ";
 
-/// Run the program to its first exit; (exit, uepc, registers, retired instructions, regions
-/// compiled).
-fn run(trips: u64, bad: u64, jit: bool) -> (Exit, u64, Vec<u64>, u64, u64) {
+/// Run the program to its first exit (see [`TestVm::run_recorded`]).
+fn run(trips: u64, bad: u64, jit: bool) -> Recorded {
     let src = CALLS
         .replace("TRIPS", &trips.to_string())
         .replace("BAD", &bad.to_string())
@@ -58,45 +57,29 @@ fn run(trips: u64, bad: u64, jit: bool) -> (Exit, u64, Vec<u64>, u64, u64) {
     vm.write_u64(DATA, 7);
     // A stack at the top of the data page.
     vm.hart.set_gpr(r::SP, DATA + 4096);
-    if jit {
-        vm.hart.enable_jit(1, None).unwrap();
-    }
-    let e = vm.run();
-    let uepc = vm.csr(UEPC);
-    let regs = (0..32).map(|r| vm.x(r)).collect();
-    let s = vm.hart.stats();
-    (e, uepc, regs, s.instret, s.jit.compiled)
+    vm.run_recorded(jit)
 }
 
 #[test]
 fn chained_regions_match_the_interpreter() {
-    let (e, uepc, regs, n, _) = run(300, 0, false);
+    let interp = run(300, 0, false);
     assert!(matches!(
-        e,
+        interp.0,
         Exit::Trap {
             cause: cause::ECALL_VS,
             ..
         }
     ));
-    let (ej, uepcj, regsj, nj, compiled) = run(300, 0, true);
-    assert_eq!(format!("{e:?}"), format!("{ej:?}"));
-    assert_eq!((uepc, n), (uepcj, nj), "uepc and retired instructions");
-    assert_eq!(regs, regsj);
-    assert!(compiled >= 4, "{compiled} regions compiled");
+    assert_matches_interpreter(&interp, &run(300, 0, true), 4);
 }
 
 #[test]
 fn a_fault_in_a_chained_region_matches_the_interpreter() {
     // a0 on entry to f2 on trip k is 2k, plus the 7 loaded: trip 200 faults.
-    let (e, uepc, regs, n, _) = run(300, 407, false);
-    let (cause, tval, _, _) = TestVm::trap(e);
+    let interp = run(300, 407, false);
+    let (cause, tval, _, _) = TestVm::trap(interp.0);
     assert_eq!(cause, cause::STORE_GUEST_PAGE_FAULT);
     assert_eq!(tval, 0x4000_0008);
-    assert_eq!(regs[r::S1], 200, "faulted on trip 200");
-    let (ej, uepcj, regsj, nj, compiled) = run(300, 407, true);
-    assert_eq!(format!("{e:?}"), format!("{ej:?}"));
-    assert_eq!(uepc, uepcj, "faulting pc");
-    assert_eq!(n, nj, "retired instructions");
-    assert_eq!(regs, regsj);
-    assert!(compiled >= 4, "{compiled} regions compiled");
+    assert_eq!(interp.2[r::S1], 200, "faulted on trip 200");
+    assert_matches_interpreter(&interp, &run(300, 407, true), 4);
 }

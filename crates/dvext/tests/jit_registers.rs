@@ -41,8 +41,8 @@ loop:
     ecall
 ";
 
-/// Run to the first exit: (exit, uepc, registers, retired instructions, regions compiled).
-fn run(bad: u64, jit: bool) -> (Exit, u64, Vec<u64>, u64, u64) {
+/// Run to the first exit (see [`TestVm::run_recorded`]).
+fn run(bad: u64, jit: bool) -> Recorded {
     let src = PROGRAM
         .replace("TRIPS", "300")
         .replace("BAD", &bad.to_string())
@@ -50,45 +50,29 @@ fn run(bad: u64, jit: bool) -> (Exit, u64, Vec<u64>, u64, u64) {
     let mut vm = TestVm::with_program(&src);
     vm.write_u64(DATA, 11);
     vm.write_u64(DATA + 8, 5);
-    if jit {
-        vm.hart.enable_jit(1, None).unwrap();
-    }
-    let e = vm.run();
-    let uepc = vm.csr(UEPC);
-    let regs = (0..32).map(|r| vm.x(r)).collect();
-    let s = vm.hart.stats();
-    (e, uepc, regs, s.instret, s.jit.compiled)
+    vm.run_recorded(jit)
 }
 
 #[test]
 fn registers_written_many_times_in_a_part_match_the_interpreter() {
-    let (e, uepc, regs, n, _) = run(0, false);
+    let interp = run(0, false);
     assert!(matches!(
-        e,
+        interp.0,
         Exit::Trap {
             cause: cause::ECALL_VS,
             ..
         }
     ));
-    assert_eq!(regs[r::S3], 300 * 5);
-    let (ej, uepcj, regsj, nj, compiled) = run(0, true);
-    assert_eq!(format!("{e:?}"), format!("{ej:?}"));
-    assert_eq!((uepc, n), (uepcj, nj), "uepc and retired instructions");
-    assert_eq!(regs, regsj);
-    assert!(compiled >= 1, "{compiled} regions compiled");
+    assert_eq!(interp.2[r::S3], 300 * 5);
+    assert_matches_interpreter(&interp, &run(0, true), 1);
 }
 
 #[test]
 fn a_fault_sees_the_last_write_of_each_register_before_it() {
-    let (e, uepc, regs, n, _) = run(100, false);
-    let (cause, tval, _, _) = TestVm::trap(e);
+    let interp = run(100, false);
+    let (cause, tval, _, _) = TestVm::trap(interp.0);
     assert_eq!(cause, cause::LOAD_GUEST_PAGE_FAULT);
     assert_eq!(tval, 0x4000_0008);
-    assert_eq!(regs[r::S1], 100, "faulted on trip 100");
-    let (ej, uepcj, regsj, nj, compiled) = run(100, true);
-    assert_eq!(format!("{e:?}"), format!("{ej:?}"));
-    assert_eq!(uepc, uepcj, "faulting pc");
-    assert_eq!(n, nj, "retired instructions");
-    assert_eq!(regs, regsj);
-    assert!(compiled >= 1, "{compiled} regions compiled");
+    assert_eq!(interp.2[r::S1], 100, "faulted on trip 100");
+    assert_matches_interpreter(&interp, &run(100, true), 1);
 }

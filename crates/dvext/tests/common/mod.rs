@@ -297,6 +297,20 @@ impl TestVm {
         run_with_watchdog(&mut self.hart, &self.intr, self.timeout)
     }
 
+    /// Run to the first exit, compiling every block on its first run if `jit`, for comparing
+    /// compiled code with the interpreter: (exit, uepc, registers, retired instructions,
+    /// regions compiled).
+    pub fn run_recorded(&mut self, jit: bool) -> Recorded {
+        if jit {
+            self.hart.enable_jit(1, None).unwrap();
+        }
+        let e = self.run();
+        let uepc = self.csr(UEPC);
+        let regs = (0..32).map(|r| self.x(r)).collect();
+        let s = self.hart.stats();
+        (e, uepc, regs, s.instret, s.jit.compiled)
+    }
+
     /// Run and require an `ecall` from VS-mode (cause 10); returns with uepc still at the ecall.
     pub fn run_to_ecall(&mut self) {
         let e = self.run();
@@ -359,6 +373,21 @@ pub fn configure_hart(h: &mut Hart, hgatp: u64) {
     h.csr_write(HUSTATUS, hs | HSTATUS_SPVP).unwrap();
     h.csr_write(HUVSSTATUS, 1 << SSTATUS_FS_SHIFT).unwrap();
     h.csr_write(UEPC, RAM_GPA).unwrap();
+}
+
+/// What [`TestVm::run_recorded`] gives: (exit, uepc, registers, retired instructions, regions
+/// compiled).
+pub type Recorded = (Exit, u64, Vec<u64>, u64, u64);
+
+/// A compiled run `jit` ended exactly as the interpreted run `interp` (exit, pc, retired count,
+/// registers), with at least `min_compiled` regions compiled.
+pub fn assert_matches_interpreter(interp: &Recorded, jit: &Recorded, min_compiled: u64) {
+    let ((e, uepc, regs, n, _), (ej, uepcj, regsj, nj, compiled)) = (interp, jit);
+    assert_eq!(format!("{e:?}"), format!("{ej:?}"));
+    assert_eq!(uepc, uepcj, "uepc");
+    assert_eq!(n, nj, "retired instructions");
+    assert_eq!(regs, regsj, "registers");
+    assert!(*compiled >= min_compiled, "{compiled} regions compiled");
 }
 
 /// `huret()` on `hart`, kicking it (and failing) if it runs for longer than `timeout`.
