@@ -202,28 +202,21 @@ impl Tx<'_, '_> {
         }
     }
 
-    /// Store every register written and not stored yet, on the current path only (a way out,
-    /// after which the path it branched from still holds them).
-    fn store_dirty(&mut self) {
-        let mut d = self.dirty;
-        while d != 0 {
-            let r = d.trailing_zeros() as usize;
-            d &= d - 1;
+    /// Store every register written and not stored yet: from here on the register file is
+    /// current.
+    fn flush(&mut self) {
+        while self.dirty != 0 {
+            let r = self.dirty.trailing_zeros() as usize;
+            self.dirty &= self.dirty - 1;
             let v = self.regs[r].expect("a written register has a value");
             self.b.ins().store(flags(), v, self.x_base, off(r * 8));
         }
     }
 
-    /// Store every register written and not stored yet: from here on the register file is
-    /// current.
-    fn flush(&mut self) {
-        self.store_dirty();
-        self.dirty = 0;
-    }
-
     /// Leave the function after `k` instructions of the current part, continuing at `next`.
+    /// Every way there has flushed the registers (the run loop reads the register file).
     fn leave(&mut self, next: Value, k: usize) {
-        self.store_dirty();
+        debug_assert_eq!(self.dirty, 0, "leaving with registers not stored");
         self.set_env_field(std::mem::offset_of!(JitEnv, next_pc), next);
         let before = self.b.use_var(self.retired);
         let r = self.b.ins().iadd_imm(before, k as i64);
@@ -240,8 +233,9 @@ impl Tx<'_, '_> {
 
     /// Continue at `delta` bytes from the region's entry after `k` instructions of the
     /// current part: inside the region if that is one of its parts (and, going back to an
-    /// earlier or the same part, the block budget lasts), else leave. Cross-thread requests are not checked here: the budget bounds how
-    /// long they wait (the run loop checks them between regions). Nor is the page's code
+    /// earlier or the same part, the block budget lasts), else leave. Cross-thread requests
+    /// are not checked here: the budget bounds how long they wait (the run loop checks them
+    /// between regions). Nor is the page's code
     /// generation: only this hart's slow-path stores can change it while the region runs
     /// ([`Tx::leave_if_written`]); a store from another hart or a device is seen by the next
     /// region entry, within the budget, as in the interpreter.
@@ -253,39 +247,37 @@ impl Tx<'_, '_> {
             self.leave(t, k);
             return;
         };
-        if m > self.part {
-            // Forward (parts are numbered in the order they were found): every loop through
-            // the region's parts goes back to an earlier or the same part at least once,
-            // where the budget is checked. Checking it on every move between parts put a
-            // chain of memory updates of the budget on each loop iteration (gzip's match
-            // loop: three, each waiting on the last).
-            let before = self.b.use_var(self.retired);
-            let now = self.b.ins().iadd_imm(before, k as i64);
-            self.b.def_var(self.retired, now);
-            self.b.ins().jump(self.heads[m], &[]);
-            return;
-        }
-        let out = self.b.create_block();
-        // Taken once per budget or when the page was written: out of the hot path's way.
-        self.b.set_cold_block(out);
-        let budget = self.env_field(I64, std::mem::offset_of!(JitEnv, budget));
-        let budget = self.b.ins().iadd_imm(budget, -1);
-        self.set_env_field(std::mem::offset_of!(JitEnv, budget), budget);
-        // Signed: the block that entered the region may have spent the last of the budget.
-        let more = self.b.ins().icmp_imm(IntCC::SignedGreaterThan, budget, 0);
-        let c1 = self.b.create_block();
-        self.b.ins().brif(more, c1, &[], out, &[]);
-        self.b.switch_to_block(c1);
-        self.b.seal_block(c1);
+        // Forward (parts are numbered in the order they were found) needs no budget check:
+        // every loop through the region's parts goes back to an earlier or the same part at
+        // least once, where it is checked. Checking it on every move between parts put a
+        // chain of memory updates of the budget on each loop iteration (gzip's match loop:
+        // three, each waiting on the last).
+        let out = (m <= self.part).then(|| {
+            let out = self.b.create_block();
+            // Taken once per budget or when the page was written: out of the hot path's way.
+            self.b.set_cold_block(out);
+            let budget = self.env_field(I64, std::mem::offset_of!(JitEnv, budget));
+            let budget = self.b.ins().iadd_imm(budget, -1);
+            self.set_env_field(std::mem::offset_of!(JitEnv, budget), budget);
+            // Signed: the block that entered the region may have spent the last of the budget.
+            let more = self.b.ins().icmp_imm(IntCC::SignedGreaterThan, budget, 0);
+            let c1 = self.b.create_block();
+            self.b.ins().brif(more, c1, &[], out, &[]);
+            self.b.switch_to_block(c1);
+            self.b.seal_block(c1);
+            out
+        });
         let before = self.b.use_var(self.retired);
         let now = self.b.ins().iadd_imm(before, k as i64);
         self.b.def_var(self.retired, now);
         self.b.ins().jump(self.heads[m], &[]);
 
-        self.b.switch_to_block(out);
-        self.b.seal_block(out);
-        let t = self.pc_plus(delta);
-        self.leave(t, k);
+        if let Some(out) = out {
+            self.b.switch_to_block(out);
+            self.b.seal_block(out);
+            let t = self.pc_plus(delta);
+            self.leave(t, k);
+        }
     }
 
     /// Call `helper` (the interpreter or the CSR helper) to run instruction `i` of the
