@@ -64,7 +64,7 @@ fn run(trips: u64, bad: u64, jit: bool) -> Recorded {
 fn chained_regions_match_the_interpreter() {
     let interp = run(300, 0, false);
     assert!(matches!(
-        interp.0,
+        interp.exit,
         Exit::Trap {
             cause: cause::ECALL_VS,
             ..
@@ -77,9 +77,9 @@ fn chained_regions_match_the_interpreter() {
 fn a_fault_in_a_chained_region_matches_the_interpreter() {
     // a0 on entry to f2 on trip k is 2k, plus the 7 loaded: trip 200 faults.
     let interp = run(300, 407, false);
-    let (cause, tval, _, _) = TestVm::trap(interp.0);
+    let (cause, tval, _, _) = TestVm::trap(interp.exit);
     assert_eq!(cause, cause::STORE_GUEST_PAGE_FAULT);
     assert_eq!(tval, 0x4000_0008);
-    assert_eq!(interp.2[r::S1], 200, "faulted on trip 200");
+    assert_eq!(interp.regs[r::S1], 200, "faulted on trip 200");
     assert_matches_interpreter(&interp, &run(300, 407, true), 4);
 }

@@ -57,22 +57,22 @@ fn run(bad: u64, jit: bool) -> Recorded {
 fn registers_written_many_times_in_a_part_match_the_interpreter() {
     let interp = run(0, false);
     assert!(matches!(
-        interp.0,
+        interp.exit,
         Exit::Trap {
             cause: cause::ECALL_VS,
             ..
         }
     ));
-    assert_eq!(interp.2[r::S3], 300 * 5);
+    assert_eq!(interp.regs[r::S3], 300 * 5);
     assert_matches_interpreter(&interp, &run(0, true), 1);
 }
 
 #[test]
 fn a_fault_sees_the_last_write_of_each_register_before_it() {
     let interp = run(100, false);
-    let (cause, tval, _, _) = TestVm::trap(interp.0);
+    let (cause, tval, _, _) = TestVm::trap(interp.exit);
     assert_eq!(cause, cause::LOAD_GUEST_PAGE_FAULT);
     assert_eq!(tval, 0x4000_0008);
-    assert_eq!(interp.2[r::S1], 100, "faulted on trip 100");
+    assert_eq!(interp.regs[r::S1], 100, "faulted on trip 100");
     assert_matches_interpreter(&interp, &run(100, true), 1);
 }

@@ -298,17 +298,20 @@ impl TestVm {
     }
 
     /// Run to the first exit, compiling every block on its first run if `jit`, for comparing
-    /// compiled code with the interpreter: (exit, uepc, registers, retired instructions,
-    /// regions compiled).
+    /// compiled code with the interpreter.
     pub fn run_recorded(&mut self, jit: bool) -> Recorded {
         if jit {
             self.hart.enable_jit(1, None).unwrap();
         }
-        let e = self.run();
-        let uepc = self.csr(UEPC);
-        let regs = (0..32).map(|r| self.x(r)).collect();
+        let exit = self.run();
         let s = self.hart.stats();
-        (e, uepc, regs, s.instret, s.jit.compiled)
+        Recorded {
+            exit,
+            uepc: self.csr(UEPC),
+            regs: (0..32).map(|r| self.x(r)).collect(),
+            retired: s.instret,
+            compiled: s.jit.compiled,
+        }
     }
 
     /// Run and require an `ecall` from VS-mode (cause 10); returns with uepc still at the ecall.
@@ -375,19 +378,30 @@ pub fn configure_hart(h: &mut Hart, hgatp: u64) {
     h.csr_write(UEPC, RAM_GPA).unwrap();
 }
 
-/// What [`TestVm::run_recorded`] gives: (exit, uepc, registers, retired instructions, regions
-/// compiled).
-pub type Recorded = (Exit, u64, Vec<u64>, u64, u64);
+/// How a run of [`TestVm::run_recorded`] ended.
+pub struct Recorded {
+    pub exit: Exit,
+    pub uepc: u64,
+    /// x0..x31.
+    pub regs: Vec<u64>,
+    /// Instructions retired.
+    pub retired: u64,
+    /// Regions compiled.
+    pub compiled: u64,
+}
 
 /// A compiled run `jit` ended exactly as the interpreted run `interp` (exit, pc, retired count,
 /// registers), with at least `min_compiled` regions compiled.
 pub fn assert_matches_interpreter(interp: &Recorded, jit: &Recorded, min_compiled: u64) {
-    let ((e, uepc, regs, n, _), (ej, uepcj, regsj, nj, compiled)) = (interp, jit);
-    assert_eq!(format!("{e:?}"), format!("{ej:?}"));
-    assert_eq!(uepc, uepcj, "uepc");
-    assert_eq!(n, nj, "retired instructions");
-    assert_eq!(regs, regsj, "registers");
-    assert!(*compiled >= min_compiled, "{compiled} regions compiled");
+    assert_eq!(format!("{:?}", interp.exit), format!("{:?}", jit.exit));
+    assert_eq!(interp.uepc, jit.uepc, "uepc");
+    assert_eq!(interp.retired, jit.retired, "retired instructions");
+    assert_eq!(interp.regs, jit.regs, "registers");
+    assert!(
+        jit.compiled >= min_compiled,
+        "{} regions compiled",
+        jit.compiled
+    );
 }
 
 /// `huret()` on `hart`, kicking it (and failing) if it runs for longer than `timeout`.

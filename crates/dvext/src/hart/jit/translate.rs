@@ -235,10 +235,10 @@ impl Tx<'_, '_> {
     /// current part: inside the region if that is one of its parts (and, going back to an
     /// earlier or the same part, the block budget lasts), else leave. Cross-thread requests
     /// are not checked here: the budget bounds how long they wait (the run loop checks them
-    /// between regions). Nor is the page's code
-    /// generation: only this hart's slow-path stores can change it while the region runs
-    /// ([`Tx::leave_if_written`]); a store from another hart or a device is seen by the next
-    /// region entry, within the budget, as in the interpreter.
+    /// between regions). Nor is the page's code generation: only this hart's slow-path stores
+    /// can change it while the region runs ([`Tx::leave_if_written`]); a store from another
+    /// hart or a device is seen by the next region entry, within the budget, as in the
+    /// interpreter.
     fn goto(&mut self, delta: i64, k: usize) {
         // Both ways out (the next part, or leaving) need the register file current.
         self.flush();
