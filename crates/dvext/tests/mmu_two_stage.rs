@@ -597,3 +597,66 @@ fn instruction_page_fault_delegated_to_the_guest() {
     assert_eq!(vm.x(r::S2), 0x5000_0000);
     assert_eq!(vm.csr(HUVSCAUSE), cause::INST_PAGE_FAULT);
 }
+
+/// Two hot pages on one slot of the direct-mapped software TLB (16 MiB apart) trade places
+/// with the entries it evicted instead of being walked for on every access; and an evicted
+/// entry goes with `sfence.vma` like any other.
+#[test]
+fn pages_sharing_a_tlb_slot_are_not_walked_for_again() {
+    let a_pte = std::cell::Cell::new(0);
+    let (mut vm, _pt) = vm_with_pt(
+        "
+        li s0, 0x30000000
+        li s1, 0x31000000
+        li s2, 2000
+        li a0, 0
+    loop:
+        ld t0, 0(s0)
+        add a0, a0, t0
+        ld t1, 0(s1)
+        add a0, a0, t1
+        sd a0, 8(s0)
+        sd a0, 8(s1)
+        addi s2, s2, -1
+        bnez s2, loop
+        # Remap 0x3000_0000 (s5 = the new PTE, at s4): its entries are the evicted ones now.
+        sd s5, 0(s4)
+        sfence.vma s0
+        ld s3, 0(s0)
+        sd a0, 8(s0)
+        ecall
+        ",
+        |vm| {
+            let mut pt = VsPt::with_identity(3, vm);
+            a_pte.set(pt.map(vm, 0x3000_0000, 0x8070_5000, 0, VS_RWX));
+            pt.map(vm, 0x3100_0000, 0x8070_6000, 0, VS_RWX);
+            pt
+        },
+    );
+    vm.hart.set_gpr(r::S4, a_pte.get());
+    vm.hart
+        .set_gpr(r::S5, ((0x8070_7000u64 >> 12) << 10) | VS_RWX);
+    vm.write_u64(0x8070_5000, 3);
+    vm.write_u64(0x8070_6000, 4);
+    vm.write_u64(0x8070_7000, 0x77);
+    let before = vm.hart.stats().tlb_fills;
+    vm.run_to_ecall();
+    assert_eq!(vm.x(r::A0), 2000 * 7);
+    assert_eq!(vm.read_u64(0x8070_5008), 2000 * 7);
+    assert_eq!(vm.read_u64(0x8070_6008), 2000 * 7);
+    assert_eq!(
+        vm.x(r::S3),
+        0x77,
+        "read through the old mapping after sfence.vma"
+    );
+    assert_eq!(
+        vm.read_u64(0x8070_7008),
+        2000 * 7,
+        "stored through the old mapping"
+    );
+    let s = vm.hart.stats();
+    // Each iteration evicts both pages from both tables: 8000 walks without the victims.
+    let walks = s.tlb_fills - before;
+    assert!(walks < 40, "{walks} page walks");
+    assert!(s.tlb_refound >= 4 * 1999, "{} refound", s.tlb_refound);
+}

@@ -128,6 +128,7 @@ impl VmShared {
         r.block_flushes += s.block_flushes;
         r.fence_i += s.fence_i;
         r.tlb_fills += s.tlb_fills;
+        r.tlb_refound += s.tlb_refound;
         r.tlb_flushes += s.tlb_flushes;
         r.pauses += s.pauses;
         r.pause_yields += s.pause_yields;
@@ -185,8 +186,8 @@ impl VmReport {
         )?;
         writeln!(
             out,
-            "software TLB         {} walks, {} flushes",
-            h.tlb_fills, h.tlb_flushes
+            "software TLB         {} walks, {} misses served by evicted entries, {} flushes",
+            h.tlb_fills, h.tlb_refound, h.tlb_flushes
         )?;
         writeln!(
             out,

@@ -51,18 +51,22 @@ impl Cpu {
     store_fn!(store_u32, u32, AtomicU32);
     store_fn!(store_u64, u64, AtomicU64);
 
-    /// Translate `va` in TLB context `ctx` and cache the page. Returns the exact HPA.
+    /// Translate `va` in TLB context `ctx` and cache the page, unless the TLB has it after all
+    /// (see [`super::tlb::Tlb::refind`]). Returns the exact HPA.
     #[inline(never)]
     pub fn fill(&mut self, ctx: usize, va: u64, access: Access) -> Result<u64, Trap> {
+        let acc = match access {
+            Access::Read => ACC_READ,
+            Access::Write => ACC_WRITE,
+            Access::Exec => ACC_EXEC,
+        };
+        if let Some(host_page) = self.tlb.refind(ctx, acc, va) {
+            return Ok(self.mem.hpa_of_host(host_page) | (va & (PAGE_SIZE - 1)));
+        }
         let walk = self.walk_ctx_for(ctx, false);
         match mmu::translate(&self.mem, &self.pmc, &walk, va, access) {
             Ok(t) => {
                 let page = t.hpa & !(PAGE_SIZE - 1);
-                let acc = match access {
-                    Access::Read => ACC_READ,
-                    Access::Write => ACC_WRITE,
-                    Access::Exec => ACC_EXEC,
-                };
                 self.tlb.insert(ctx, acc, va, self.mem.host_addr(page));
                 Ok(t.hpa)
             }

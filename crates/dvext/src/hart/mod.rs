@@ -65,8 +65,10 @@ pub struct HartStats {
     pub block_flushes: u64,
     /// fence.i executed (locally or by remote request).
     pub fence_i: u64,
-    /// Software-TLB entries filled by a page walk, and whole-TLB flushes.
+    /// Software-TLB entries filled by a page walk, misses served by an entry the TLB had
+    /// evicted instead, and whole-TLB flushes.
     pub tlb_fills: u64,
+    pub tlb_refound: u64,
     pub tlb_flushes: u64,
     /// Zihintpause `pause` hints executed, and how many times a run of them gave the host
     /// CPU away.
@@ -145,6 +147,7 @@ impl Hart {
             block_flushes: self.cache.flushes,
             fence_i: self.cache.fences,
             tlb_fills: self.cpu.tlb.fills,
+            tlb_refound: self.cpu.tlb.refound,
             tlb_flushes: self.cpu.tlb.flushes,
             pauses: self.pauses,
             pause_yields: self.pause_yields,
