@@ -19,7 +19,8 @@ pub mod timer;
 pub use doorbell::{DoorbellError, Interrupter, RemoteFence};
 pub use exit::{Emergency, Exit, HaltReason};
 pub use hart::{
-    GuestAccessFault, Hart, HartStats, JitPool, JitStats, NoSuchCsr, JIT_DEFAULT_THRESHOLD,
+    GuestAccessFault, Hart, HartStats, JitPool, JitPoolSettings, JitStats, NoSuchCsr,
+    JIT_DEFAULT_THRESHOLD,
 };
 pub use phys_mem::{PhysMemory, PAGE_SIZE};
 pub use platform::{HypervisorControl, Platform, PlatformError};

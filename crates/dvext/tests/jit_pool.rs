@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dvext::csr::UEPC;
-use dvext::{Exit, Hart, JitPool, JitStats};
+use dvext::{Exit, Hart, JitPool, JitPoolSettings, JitStats};
 
 /// A loop long enough for the compiler thread to deliver its regions while it runs; `a0` is a
 /// checksum of the work.
@@ -197,11 +197,19 @@ fn pages_src() -> String {
     let mut s = String::from(
         "
     .option norvc
+    csrr t0, sscratch
+    bnez t0, idle
     li s1, 0
     li s2, 400
     li s3, 0
 loop:
     j p0
+# Another hart (sscratch != 0): says so at DATA, then sleeps.
+idle:
+    li t1, DATA
+    sd t0, 0(t1)
+1:  wfi
+    j 1b
 ",
     );
     for p in 0..PAGES {
@@ -217,18 +225,82 @@ loop:
 done:
     ecall
 ";
-    s
+    s.replace("DATA", &format!("{DATA:#x}"))
 }
 
-/// Run `pages_src` on one hart of a VM whose compiler thread has `patience`; the hart's
-/// compiling-tier counters.
-fn run_pages(patience: Duration) -> dvext::JitStats {
-    let pool = JitPool::with_patience("pages-jit", patience).unwrap();
+/// Run `pages_src` on hart 0 of a VM whose compiler pool has `settings`, with hart 1 asleep
+/// in WFI meanwhile if `sleeper`; hart 0's compiling-tier counters.
+fn run_pages_with(settings: JitPoolSettings, sleeper: bool) -> dvext::JitStats {
+    let pool = JitPool::with_settings("pages-jit", settings).unwrap();
     let mut vm = TestVm::with_program(&pages_src());
     vm.hart.enable_jit(20, Some(&pool)).unwrap();
-    vm.run_to_ecall();
+    let mut h1 = vm.add_hart(1);
+    h1.enable_jit(20, Some(&pool)).unwrap();
+    h1.csr_write(dvext::csr::HUVSSCRATCH, 1).unwrap();
+    std::thread::scope(|s| {
+        let intr = vm.intr.clone();
+        let t = sleeper.then(|| {
+            let h1 = &mut h1;
+            let t = s.spawn(move || h1.huret());
+            let start = Instant::now();
+            while vm.read_u64(DATA) != 1 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "hart 1 never ran"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // It stored the flag just before its WFI.
+            std::thread::sleep(Duration::from_millis(50));
+            t
+        });
+        vm.run_to_ecall();
+        if let Some(t) = t {
+            intr.kick(1).unwrap();
+            assert!(matches!(t.join().unwrap(), Exit::Kicked));
+        }
+    });
     assert_eq!(vm.x(r::S3), 64 * 400, "blocks run");
     vm.hart.stats().jit
+}
+
+/// [`run_pages_with`] hart 1 not running, on two host cores: hart 0 leaves one to the
+/// compiler thread, whose `patience` decides when hart 0 compiles waiting regions itself.
+fn run_pages(patience: Duration) -> dvext::JitStats {
+    let settings = JitPoolSettings {
+        patience,
+        host_cores: 2,
+    };
+    run_pages_with(settings, false)
+}
+
+/// On one host core a running hart leaves the compiler thread none: it compiles what
+/// becomes hot itself, at once, however patient the thread.
+#[test]
+fn a_hart_that_takes_the_last_host_core_compiles_itself() {
+    let settings = JitPoolSettings {
+        patience: Duration::from_secs(3600),
+        host_cores: 1,
+    };
+    let s = run_pages_with(settings, false);
+    assert!(s.compiled > 0, "{s:?}");
+    assert_eq!(
+        s.inline, s.compiled,
+        "regions left to the compiler thread: {s:?}"
+    );
+}
+
+/// A hart asleep in WFI does not take a host core: on two cores, the other hart still leaves
+/// its regions to the compiler thread.
+#[test]
+fn a_hart_asleep_in_wfi_leaves_its_core_to_the_compiler_thread() {
+    let settings = JitPoolSettings {
+        patience: Duration::from_secs(3600),
+        host_cores: 2,
+    };
+    let s = run_pages_with(settings, true);
+    assert!(s.compiled > 0, "{s:?}");
+    assert_eq!(s.inline, 0, "hart 0 compiled regions itself: {s:?}");
 }
 
 /// A hart waits for a compiler thread that is getting through its queue, however long the

@@ -37,7 +37,7 @@ use crate::phys_mem::{PAGE_SHIFT, PAGE_SIZE};
 use crate::platform::PlatformInner;
 use crate::pmc::Vmid;
 
-pub use jit::{JitPool, JitStats, DEFAULT_THRESHOLD as JIT_DEFAULT_THRESHOLD};
+pub use jit::{JitPool, JitPoolSettings, JitStats, DEFAULT_THRESHOLD as JIT_DEFAULT_THRESHOLD};
 pub use trap::transformed_inst;
 
 /// An HU CSR access that names no CSR this hart implements.
@@ -456,7 +456,9 @@ impl Hart {
         self.cpu.user = self.cpu.hstatus & HSTATUS_SPVP == 0;
         self.cpu.update_mmu_idx();
         self.cpu.poll = 0;
+        self.running(true);
         let exit = self.run();
+        self.running(false);
         self.cpu.shared.in_guest.store(false, Ordering::SeqCst);
         if !matches!(exit, Exit::Trap { .. }) {
             // Kicked or halted between instructions: resume point is the current pc.
@@ -865,6 +867,7 @@ impl Hart {
     /// WFI: sleep until an interrupt is pending (enabled in hie/vsie, regardless of the global
     /// enable), a request arrives, or the timer fires.
     fn wait_for_interrupt(&mut self) {
+        self.running(false);
         let c = &mut self.cpu;
         // Asleep, the hart runs no guest code, so a remote fence need not wait for it to wake
         // (on a host with fewer cores than vCPUs that took a scheduling round per fence): it
@@ -885,6 +888,15 @@ impl Hart {
         }
         c.shared.in_guest.store(true, Ordering::SeqCst);
         c.poll = 0;
+        self.running(true);
+    }
+
+    /// Tell the VM's compiler pool whether this hart is running guest code (see
+    /// `JitPool::cores_taken`).
+    fn running(&self, running: bool) {
+        if let Some(pool) = self.jit.as_ref().and_then(|j| j.pool()) {
+            pool.hart_running(running);
+        }
     }
 
     /// Find or build the block at virtual `pc`.

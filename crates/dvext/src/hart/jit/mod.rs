@@ -34,7 +34,7 @@ use crate::csr::{
 };
 use crate::phys_mem::PhysMemory;
 use arena::CodeArena;
-pub use pool::JitPool;
+pub use pool::{JitPool, JitPoolSettings};
 pub(crate) use region::Region;
 
 /// A compiled block.
@@ -147,7 +147,8 @@ pub struct JitStats {
     /// Blocks Cranelift refused (left to the interpreter).
     pub failed: u64,
     /// Of `compiled`, regions the hart compiled on its own thread: a VM without a compiler
-    /// thread compiles all here; with one, only what waited for a stalled thread.
+    /// thread compiles all here; with one, those that became hot while the VM's running harts
+    /// took every host core, and those that waited for a stalled thread.
     pub inline: u64,
     /// Of `compiled`, regions whose code was copied from an earlier compilation (for another
     /// hart of the VM, or for this one before its code space was reset) instead of compiled.
@@ -333,7 +334,7 @@ impl Jit {
         if let Some(c) = self.shared(mem, tag.hpa, tag.gen) {
             return c;
         }
-        if let Some(pool) = &self.pool {
+        if let Some(pool) = self.pool.as_ref().filter(|p| !p.cores_taken()) {
             let job = pool::Job {
                 tag,
                 region: Arc::clone(&region),
@@ -441,6 +442,11 @@ impl Jit {
     /// A compilation Cranelift refused.
     pub fn refused(&mut self) {
         self.stats.failed += 1;
+    }
+
+    /// The VM's compiler pool, if it has one.
+    pub fn pool(&self) -> Option<&JitPool> {
+        self.pool.as_ref()
     }
 
     /// Forget all code: the caller has dropped every function pointer it handed out.
