@@ -97,6 +97,13 @@ impl MmioBus {
         Ok(())
     }
 
+    /// Stop every device's threads (see [`MmioDevice::quiesce`]).
+    pub fn quiesce_all(&self) {
+        for e in self.ranges.values() {
+            e.device.quiesce();
+        }
+    }
+
     /// The device whose range contains `addr`, and `addr`'s offset from that range's base.
     pub fn find(&self, addr: u64) -> Option<(Arc<dyn MmioDevice>, u64)> {
         self.find_ref(addr).map(|(d, off)| (Arc::clone(d), off))

@@ -17,6 +17,9 @@ pub trait MmioDevice: Send + Sync {
     fn read(&self, offset: u64, data: &mut [u8]);
     /// Write `data.len()` bytes (1, 2, 4 or 8) at `offset` from the device's base, little-endian.
     fn write(&self, offset: u64, data: &[u8]);
+    /// The VM is going away: stop every thread of the device that touches guest memory, and
+    /// return once they have stopped (the driver scrubs the memory next).
+    fn quiesce(&self) {}
 }
 
 /// A device's interrupt wire into the interrupt controller (level-triggered).

@@ -515,6 +515,10 @@ impl Vm {
             }
         }
         let wall = start.elapsed();
+        // Device I/O threads still hold guest memory: they stop before the driver revokes and
+        // scrubs it (a late queue notification was served from scrubbed memory, and a device
+        // could have written into it).
+        shared.bus.quiesce_all();
         let driver_end = self.driver.stats();
         self.driver.destroy_vm(self.handle);
         let outcome = shared

@@ -474,6 +474,10 @@ impl MmioDevice for VirtioMmio {
             }
         }
     }
+
+    fn quiesce(&self) {
+        self.shutdown();
+    }
 }
 
 impl Drop for VirtioMmio {
