@@ -274,15 +274,20 @@ fn run_pages(patience: Duration) -> dvext::JitStats {
     run_pages_with(settings, false)
 }
 
+/// A pool on `host_cores` whose compiler thread never counts as stalled: a hart compiles a
+/// region itself only because the running harts take every core.
+fn patient(host_cores: u32) -> JitPoolSettings {
+    JitPoolSettings {
+        patience: Duration::from_secs(3600),
+        host_cores,
+    }
+}
+
 /// On one host core a running hart leaves the compiler thread none: it compiles what
 /// becomes hot itself, at once, however patient the thread.
 #[test]
 fn a_hart_that_takes_the_last_host_core_compiles_itself() {
-    let settings = JitPoolSettings {
-        patience: Duration::from_secs(3600),
-        host_cores: 1,
-    };
-    let s = run_pages_with(settings, false);
+    let s = run_pages_with(patient(1), false);
     assert!(s.compiled > 0, "{s:?}");
     assert_eq!(
         s.inline, s.compiled,
@@ -294,13 +299,9 @@ fn a_hart_that_takes_the_last_host_core_compiles_itself() {
 /// its regions to the compiler thread.
 #[test]
 fn a_hart_asleep_in_wfi_leaves_its_core_to_the_compiler_thread() {
-    let settings = JitPoolSettings {
-        patience: Duration::from_secs(3600),
-        host_cores: 2,
-    };
     // Whether the thread delivers before hart 0 is done depends on the host's load, so only
     // what hart 0 compiled itself is checked (all 65 regions when hart 1 counts as running).
-    let s = run_pages_with(settings, true);
+    let s = run_pages_with(patient(2), true);
     assert_eq!(s.inline, 0, "hart 0 compiled regions itself: {s:?}");
 }
 
