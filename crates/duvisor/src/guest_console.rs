@@ -120,10 +120,23 @@ pub struct ConsoleRun {
     pub seen: Vec<(String, Option<Duration>)>,
     /// Peak resident set size of the process, KiB (`ru_maxrss` from `wait4`).
     pub max_rss_kib: Option<u64>,
-    /// (time since spawn, VmRSS in KiB) every [`ConsoleOptions::rss_every`] while it ran.
-    pub rss_samples: Vec<(Duration, u64)>,
+    /// The resident set every [`ConsoleOptions::rss_every`] while it ran.
+    pub rss_samples: Vec<RssSample>,
     /// The timeout passed and the process was killed.
     pub timed_out: bool,
+}
+
+/// One sample of a running VM's resident set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RssSample {
+    /// Time since spawn.
+    pub at: Duration,
+    /// VmRSS, KiB.
+    pub rss_kib: u64,
+    /// RssShmem, KiB: the compiled-code arenas (memfds). Their size is fixed, and they are
+    /// emptied when full, so this part rises and falls with compiling; guest RAM and the heap
+    /// are anonymous.
+    pub shmem_kib: u64,
 }
 
 impl ConsoleRun {
@@ -225,8 +238,12 @@ pub fn run_console(cmd: Command, opts: &ConsoleOptions) -> std::io::Result<Conso
         if let Some(every) = opts.rss_every {
             if Instant::now() >= next_rss {
                 next_rss += every;
-                if let Some(kib) = current_rss_kib(pid) {
-                    rss_samples.push((start.elapsed(), kib));
+                if let Some((rss_kib, shmem_kib)) = current_rss_kib(pid) {
+                    rss_samples.push(RssSample {
+                        at: start.elapsed(),
+                        rss_kib,
+                        shmem_kib,
+                    });
                 }
             }
         }
@@ -290,11 +307,14 @@ pub fn run_console(cmd: Command, opts: &ConsoleOptions) -> std::io::Result<Conso
     })
 }
 
-/// VmRSS of a live process, KiB.
-fn current_rss_kib(pid: libc::pid_t) -> Option<u64> {
+/// VmRSS and RssShmem of a live process, KiB.
+fn current_rss_kib(pid: libc::pid_t) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmRSS:")?, field("RssShmem:")?))
 }
 
 /// Reap `pid` with `wait4`: its exit status and its own peak RSS (KiB).
@@ -366,6 +386,20 @@ mod tests {
         assert!(r.between("START=", "VAL=").is_some());
         assert_eq!(r.seen_at("NEVER="), None);
         assert!(r.max_rss_kib.is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn samples_the_resident_set_while_it_runs() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("0.5");
+        let opts =
+            ConsoleOptions::new("", Duration::from_secs(5)).sample_rss(Duration::from_millis(50));
+        let r = run_console(cmd, &opts).unwrap();
+        assert!(r.rss_samples.len() >= 3, "{:?}", r.rss_samples);
+        assert!(r.rss_samples.windows(2).all(|w| w[0].at < w[1].at));
+        for s in &r.rss_samples {
+            assert!(s.rss_kib > 0 && s.shmem_kib <= s.rss_kib, "{s:?}");
+        }
     }
 
     #[test]
