@@ -15,5 +15,8 @@ pub mod loader;
 pub mod sandbox;
 pub mod sbi;
 pub mod stats;
+#[cfg(test)]
+#[path = "../tests/common/temp_path.rs"]
+pub(crate) mod test_files;
 pub mod vcpu;
 pub mod vm;

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::duvisor_bin;
+use common::{duvisor_bin, TempPath};
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let o = Command::new(duvisor_bin())
@@ -48,16 +48,12 @@ fn kernel_is_a_directory() {
 
 #[test]
 fn malformed_kernel() {
-    let dir = std::env::temp_dir().join(format!("duvisor-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let k = dir.join("garbage");
-    std::fs::write(&k, vec![0x5a; 4096]).unwrap();
+    let k = TempPath::with("garbage", &[0x5a; 4096]);
     assert_one_line_error(
         &["run", "--kernel", k.to_str().unwrap()],
         "not a RISC-V Linux Image",
     );
-    let short = dir.join("short");
-    std::fs::write(&short, b"MZ").unwrap();
+    let short = TempPath::with("short", b"MZ");
     assert_one_line_error(
         &["run", "--kernel", short.to_str().unwrap()],
         "not a RISC-V Linux Image",

@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,12 +19,6 @@ const TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Guest boots share two cores: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("duvisor-virtio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 /// Deterministic bytes that differ everywhere (so misplaced sectors are caught).
 fn pattern(n: usize, seed: u32) -> Vec<u8> {
@@ -40,10 +34,8 @@ fn pattern(n: usize, seed: u32) -> Vec<u8> {
 }
 
 fn sha256(data: &[u8]) -> String {
-    let p = scratch(&format!("sha-{}", data.len()));
-    std::fs::write(&p, data).unwrap();
-    let o = Command::new("sha256sum").arg(&p).output().unwrap();
-    let _ = std::fs::remove_file(&p);
+    let p = TempPath::with("sha", data);
+    let o = Command::new("sha256sum").arg(&*p).output().unwrap();
     String::from_utf8_lossy(&o.stdout)
         .split_whitespace()
         .next()
@@ -60,13 +52,13 @@ fn guest_reads_writes_and_readonly_disk_and_rng() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = guest();
     // vda: 16 MiB; its second half holds a host pattern before boot.
-    let rw = scratch("rw.img");
+    let rw = TempPath::new("rw.img");
     let mut img = vec![0u8; 16 << 20];
     let host_half = pattern(8 << 20, 1);
     img[8 << 20..].copy_from_slice(&host_half);
     std::fs::write(&rw, &img).unwrap();
     // vdb: read-only, 1 MiB of pattern.
-    let ro = scratch("ro.img");
+    let ro = TempPath::new("ro.img");
     let ro_data = pattern(1 << 20, 2);
     std::fs::write(&ro, &ro_data).unwrap();
 
@@ -146,7 +138,7 @@ poweroff -f"#;
 fn sync_survives_sigkill() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = guest();
-    let img = scratch("kill.img");
+    let img = TempPath::new("kill.img");
     std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
     let mut cmd = duvisor_cmd(&g, 1, &[]);
     cmd.args(arg("--disk", &img, ""));

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{duvisor_bin, guest};
+use common::{duvisor_bin, guest, TempPath};
 
 fn assert_one_line_error(extra: &[&str], needle: &str) {
     let g = guest();
@@ -32,14 +32,6 @@ fn assert_one_line_error(extra: &[&str], needle: &str) {
     );
 }
 
-fn scratch(name: &str, len: usize) -> String {
-    let dir = std::env::temp_dir().join(format!("duvisor-vcli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, vec![0u8; len]).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 #[test]
 fn missing_disk_image() {
     assert_one_line_error(&["--disk", "path=/nonexistent/d.img"], "/nonexistent/d.img");
@@ -52,8 +44,9 @@ fn disk_is_a_directory() {
 
 #[test]
 fn disk_size_not_whole_sectors() {
-    let p = scratch("odd.img", 1000);
-    assert_one_line_error(&["--disk", &format!("path={p}")], "not a multiple of 512");
+    let p = TempPath::with("odd.img", &[0; 1000]);
+    let arg = format!("path={}", p.display());
+    assert_one_line_error(&["--disk", &arg], "not a multiple of 512");
 }
 
 #[test]
@@ -108,8 +101,8 @@ fn bad_mac_address() {
 
 #[test]
 fn too_many_devices() {
-    let p = scratch("many.img", 4096);
-    let arg = format!("path={p},readonly");
+    let p = TempPath::with("many.img", &[0; 4096]);
+    let arg = format!("path={},readonly", p.display());
     let mut args = Vec::new();
     for _ in 0..9 {
         args.push("--disk");

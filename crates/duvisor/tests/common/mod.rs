@@ -5,6 +5,10 @@
 #![allow(dead_code)]
 
 pub mod bare;
+mod temp_path;
+
+#[allow(unused_imports)] // not every test binary makes files
+pub use temp_path::TempPath;
 
 use std::path::PathBuf;
 use std::process::Command;

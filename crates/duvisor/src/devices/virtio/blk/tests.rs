@@ -2,20 +2,13 @@
 
 use super::*;
 use crate::devices::virtio::memory::GuestMem;
+use crate::test_files::TempPath;
 use vm_memory::{Bytes, GuestAddress};
 
 const RAM: u64 = 0x8000_0000;
 const HDR: u64 = RAM + 0x1000;
 const DATA: u64 = RAM + 0x2000;
 const STATUS: u64 = RAM + 0x9000;
-
-fn tmpfile(name: &str, data: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("duvisor-blk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, data).unwrap();
-    p
-}
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -61,11 +54,11 @@ fn status(m: &GuestMem) -> u8 {
     m.read_obj(GuestAddress(STATUS)).unwrap()
 }
 
-fn disk(name: &str, data: &[u8], readonly: bool) -> (Disk, PathBuf) {
-    let p = tmpfile(name, data);
+fn disk(name: &str, data: &[u8], readonly: bool) -> (Disk, TempPath) {
+    let p = TempPath::with(name, data);
     (
         Disk::open(&DiskSpec {
-            path: p.clone(),
+            path: p.to_path_buf(),
             readonly,
         })
         .unwrap(),
@@ -109,9 +102,9 @@ fn open_rejects_bad_images() {
     .err()
     .unwrap();
     assert!(format!("{e:#}").contains("is a directory"));
-    let p = tmpfile("odd.img", &[0u8; 1000]);
+    let p = TempPath::with("odd.img", &[0u8; 1000]);
     let e = Disk::open(&DiskSpec {
-        path: p,
+        path: p.to_path_buf(),
         readonly: false,
     })
     .err()
@@ -229,7 +222,7 @@ fn readonly_disk_refuses_writes_and_stays_unchanged() {
     let (d, p) = disk("ro.img", &img, true);
     let feats = Blk::new(
         Disk::open(&DiskSpec {
-            path: p.clone(),
+            path: p.to_path_buf(),
             readonly: true,
         })
         .unwrap(),

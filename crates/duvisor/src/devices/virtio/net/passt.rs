@@ -420,6 +420,7 @@ pub fn summarize_stderr(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_files::TempPath;
     use std::io::Write;
 
     const MAX: usize = super::super::MAX_FRAME;
@@ -596,18 +597,16 @@ mod tests {
         assert_eq!(summarize_stderr(""), "");
     }
 
-    fn script(name: &str, body: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("duvisor-passt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fn script(name: &str, body: &str) -> TempPath {
+        let p = TempPath::with(name, format!("#!/bin/sh\n{body}\n").as_bytes());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
     }
 
     #[test]
     fn binary_lookup() {
-        let sh = script("passt", "exit 0");
+        let script = script("passt", "exit 0");
+        let sh = script.to_path_buf();
         let dir = sh.parent().unwrap().as_os_str().to_owned();
         let path = |d: &std::ffi::OsStr| {
             let mut p = OsString::from("/nonexistent:");
