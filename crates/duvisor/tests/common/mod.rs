@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bare;
+pub mod exit_paths;
 mod temp_path;
 
 #[allow(unused_imports)] // not every test binary makes files
