@@ -187,13 +187,7 @@ second:
 fn exit_path_microbenchmark_guest_times_each_path_without_driver_calls() {
     let (n, faults) = (300, 40);
     let (figures, o) = exit_paths::run(n, faults);
-    assert_eq!(
-        o.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        o.stdout,
-        o.stderr
-    );
+    o.assert_stopped(0, None);
     assert_eq!(o.get("HART1_START"), 0, "HSM hart_start");
     let f = figures.unwrap_or_else(|| panic!("figures missing:\n{}", o.stdout));
     for (path, ns) in [

@@ -101,7 +101,7 @@ poweroff -f"#
         "too few RSS samples: {:?}",
         r.rss_samples
     );
-    let rest = |s: &RssSample| s.rss_kib - s.shmem_kib.min(s.rss_kib);
+    let rest = |s: &RssSample| s.rss_kib.saturating_sub(s.shmem_kib);
     let (mid, last) = (samples[samples.len() / 2], *samples.last().unwrap());
     eprintln!(
         "soak: {sleeps} sleeps, worst {worst} cs, RSS at mid-run {} MiB ({} MiB code), at end {} MiB ({} MiB code), peak {} MiB",

@@ -22,6 +22,7 @@ unsafe impl Send for CodeArena {}
 
 /// Start of every function: the host's preferred alignment for branch targets.
 const ALIGN: usize = 16;
+/// The host's page: the unit of mappings and `madvise`.
 const PAGE: usize = 4096;
 
 impl CodeArena {
