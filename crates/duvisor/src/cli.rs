@@ -70,6 +70,10 @@ pub struct MachineArgs {
     /// Debugging only: do not confine the running VM to its seccomp allow-list.
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Once set-up is done, run as this user (and its group, or GROUP): numeric ids or names.
+    /// Capabilities are dropped whether or not this is given.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<crate::privileges::RunAs>,
 }
 
 #[derive(Debug, Args)]

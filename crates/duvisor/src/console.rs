@@ -15,6 +15,7 @@
 //! which also runs with `panic = "abort"`), and when it calls `std::process::exit` (an `atexit`
 //! handler); [`restore_terminal`] does the same on demand.
 
+use crate::sandbox::ThreadClass;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::RawFd;
 use std::sync::{Mutex, Once, TryLockError};
@@ -82,41 +83,39 @@ where
     I: Fn(&[u8]) + Send + 'static,
     Q: Fn() + Send + 'static,
 {
-    std::thread::Builder::new()
-        .name("console-in".into())
-        .spawn(move || {
-            let mut buf = [0u8; 1024];
-            let mut filter = EscapeFilter::new();
-            let mut out = Vec::with_capacity(buf.len() + 1);
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        tracing::warn!("console: reading stdin failed: {e}");
-                        return;
-                    }
-                };
-                if !escapes {
-                    on_input(&buf[..n]);
-                    continue;
+    crate::sandbox::spawn(ThreadClass::Console, "console-in", move || {
+        let mut buf = [0u8; 1024];
+        let mut filter = EscapeFilter::new();
+        let mut out = Vec::with_capacity(buf.len() + 1);
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("console: reading stdin failed: {e}");
+                    return;
                 }
-                out.clear();
-                let action = filter.feed(&buf[..n], &mut out);
-                if !out.is_empty() {
-                    on_input(&out);
-                }
-                match action {
-                    EscapeAction::None => {}
-                    EscapeAction::Help => eprint!("{HELP}"),
-                    EscapeAction::Quit => {
-                        on_quit();
-                        return;
-                    }
+            };
+            if !escapes {
+                on_input(&buf[..n]);
+                continue;
+            }
+            out.clear();
+            let action = filter.feed(&buf[..n], &mut out);
+            if !out.is_empty() {
+                on_input(&out);
+            }
+            match action {
+                EscapeAction::None => {}
+                EscapeAction::Help => eprint!("{HELP}"),
+                EscapeAction::Quit => {
+                    on_quit();
+                    return;
                 }
             }
-        })
+        }
+    })
 }
 
 /// What an escape sequence asked for, besides the bytes to forward.

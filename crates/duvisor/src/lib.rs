@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod guest_console;
 pub mod guest_fetch;
 pub mod loader;
+pub mod privileges;
 pub mod sandbox;
 pub mod sbi;
 pub mod stats;

@@ -8,6 +8,7 @@ use clap::Parser;
 use duvisor::cli::{Cli, Command, MachineArgs};
 use duvisor::console::{stdin_is_tty, Console};
 use duvisor::guest_fetch;
+use duvisor::sandbox::ThreadClass;
 use duvisor::vm::control::Outcome;
 use duvisor::vm::{Vm, VmConfig, DEFAULT_CMDLINE};
 
@@ -66,24 +67,27 @@ fn config(
         rng: m.rng,
         watchdog: m.watchdog,
         jit_threshold: (!m.no_jit).then_some(m.jit_threshold),
+        drop_privileges: true,
+        run_as: m.user,
     }
 }
 
 fn run(cfg: VmConfig, m: &MachineArgs) -> Result<u8> {
     let console = Console::new(stdin_is_tty())?;
     let vm = Vm::build(&cfg, || console.output())?;
+    // Set-up is over: from here on every thread keeps to the sandbox's allow-list, the main
+    // thread to its class's, and threads start through the sandbox's spawner.
+    if m.no_sandbox {
+        tracing::warn!("running without the seccomp sandbox (--no-sandbox)");
+    } else {
+        duvisor::sandbox::install(ThreadClass::Main)?;
+    }
     let uart = vm.uart().clone();
     let shared = Arc::clone(vm.shared());
     console.spawn_input(
         move |b| uart.enqueue_input(b),
         move || shared.stop(Outcome::Quit),
     )?;
-    // Set-up is over: from here on every thread keeps to the sandbox's allow-list.
-    if m.no_sandbox {
-        tracing::warn!("running without the seccomp sandbox (--no-sandbox)");
-    } else {
-        duvisor::sandbox::install()?;
-    }
     let report = vm.run()?;
     drop(console);
     if m.stats {
@@ -91,9 +95,14 @@ fn run(cfg: VmConfig, m: &MachineArgs) -> Result<u8> {
         if m.no_sandbox {
             eprintln!("sandbox              off (--no-sandbox)");
         } else {
+            let classes: Vec<String> = ThreadClass::ALL
+                .iter()
+                .map(|c| format!("{} {}", c.name(), c.calls().count()))
+                .collect();
             eprintln!(
-                "sandbox              seccomp, {} system calls allowed",
-                duvisor::sandbox::POLICY.len()
+                "sandbox              seccomp, {} system calls allowed; per thread class: {}",
+                duvisor::sandbox::POLICY.len(),
+                classes.join(", ")
             );
         }
     }

@@ -76,3 +76,105 @@ fn bad_memory_sizes() {
         "multiple of 2 MiB",
     );
 }
+
+/// `run`, but a hang is a failure: the child is killed after `secs` seconds.
+fn run_bounded(args: &[&str], secs: u64) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(duvisor_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run duvisor");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("duvisor {args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+fn assert_bounded_one_line_error(args: &[&str], needle: &str) {
+    let (code, err) = run_bounded(args, 30);
+    assert_eq!(code, Some(1), "{args:?}: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line error for {args:?}, got:\n{err}");
+    assert!(lines[0].contains(needle), "{args:?}: {err}");
+}
+
+/// A FIFO named `name` in a temporary directory (no writer ever opens it).
+fn fifo(name: &str) -> TempPath {
+    let p = TempPath::new(name);
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    p
+}
+
+#[test]
+fn kernel_and_initrd_must_be_regular_files() {
+    // /dev/zero was read until the OOM killer came; a FIFO hung in open or read.
+    assert_bounded_one_line_error(
+        &["run", "--kernel", "/dev/zero", "--memory", "64M"],
+        "/dev/zero is a character device, not a regular file",
+    );
+    let k = fifo("kernel-fifo");
+    assert_bounded_one_line_error(
+        &["run", "--kernel", k.to_str().unwrap()],
+        "is a FIFO, not a regular file",
+    );
+    let good = TempPath::with("kernel", &[0x5a; 4096]);
+    let i = fifo("initrd-fifo");
+    assert_bounded_one_line_error(
+        &[
+            "run",
+            "--kernel",
+            good.to_str().unwrap(),
+            "--initrd",
+            i.to_str().unwrap(),
+        ],
+        "initrd",
+    );
+}
+
+#[test]
+fn initrd_larger_than_ram_is_refused_before_reading() {
+    let k = TempPath::with("kernel", &[0x5a; 4096]);
+    let big = TempPath::with("initrd", b"");
+    // 16 GiB, sparse: reading it took minutes.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&*big)
+        .unwrap()
+        .set_len(16 << 30)
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_bounded_one_line_error(
+        &[
+            "run",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--initrd",
+            big.to_str().unwrap(),
+            "--memory",
+            "64M",
+        ],
+        "is 17179869184 bytes, more than the guest's 64 MiB of RAM",
+    );
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+}

@@ -521,6 +521,85 @@ fn accesses_outside_ram_fault_and_move_no_data() {
     expect_all(&o, &cases);
 }
 
+/// A guest page table whose next level lies in device space: the walk's implicit PTE read
+/// reaches the UART (and the PLIC). The hardware reports it as a guest-page fault with a
+/// pseudoinstruction in htinst (0x3000); it was decoded as a 2-byte `ld x0`, the device was
+/// read with side effects and the guest resumed 2 bytes into its instruction. The guest must
+/// get the access fault of its own access instead, with stval its virtual address, and no
+/// device may be touched.
+#[test]
+fn page_table_walks_into_device_space_get_access_faults() {
+    const ROOT: u64 = 0x8300_0000;
+    let pte = |pa: u64, flags: u64| ((pa >> 12) << 10) | flags;
+    let mut b = String::new();
+    // root[0] -> next level "in" the UART, root[1] -> in the PLIC, root[2] identity-maps
+    // 0x8000_0000.. as one RWX gigapage (code, stack, trap handler).
+    for (i, v) in [
+        (0u64, pte(0x1000_0000, 1)),
+        (1, pte(0x0c00_0000, 1)),
+        (2, pte(0x8000_0000, 0xcf)),
+    ] {
+        b += &format!(
+            "    li t0, {:#x}\n    li t1, {v:#x}\n    sd t1, 0(t0)\n",
+            ROOT + 8 * i
+        );
+    }
+    b += &format!(
+        "    li t0, {:#x}\n    csrw satp, t0\n    sfence.vma\n",
+        (8u64 << 60) | (ROOT >> 12)
+    );
+    b += &probe("LD_UART", "ld t0, 0(t1)", 0x0);
+    b += &probe("LW_UART", "lw t0, 0(t1)", 0x28_0000);
+    b += &probe("SD_UART", "sd t0, 0(t1)", 0x2000);
+    b += &probe("FETCH_UART", "jalr ra, 0(t1)", 0x4000);
+    b += &probe("LD_PLIC", "ld t0, 0(t1)", 0x4000_0000);
+    b += &probe("SB_PLIC", "sb t0, 0(t1)", 0x4020_0001);
+    // A compressed load: the pc must move by 2, not into the next instruction.
+    b += "    .option rvc\n";
+    b += &probe("CLD_UART", "c.ld a5, 0(a4)", 0x10);
+    b += "    .option norvc\n";
+    b += "    csrw satp, zero\n    sfence.vma\n";
+    b += "    li t0, 0x77\n";
+    b += &check("AFTER", "t0");
+    b += SHUTDOWN;
+    // c.ld's registers are a5 and a4: point a4 at the probe address too.
+    let b = b.replace(
+        "    li t1, 0x10\n",
+        "    li t1, 0x10\n    li a4, 0x10\n    li a5, 0x5eed\n",
+    );
+    let o = run_clean("pt-in-mmio", &b, 1);
+    let mut cases: Vec<(String, u64)> = Vec::new();
+    for (name, cause, va) in [
+        ("LD_UART", LOAD_ACCESS, 0x0),
+        ("LW_UART", LOAD_ACCESS, 0x28_0000),
+        ("SD_UART", STORE_ACCESS, 0x2000),
+        ("FETCH_UART", INST_ACCESS, 0x4000),
+        ("LD_PLIC", LOAD_ACCESS, 0x4000_0000),
+        ("SB_PLIC", STORE_ACCESS, 0x4020_0001),
+        ("CLD_UART", LOAD_ACCESS, 0x10),
+    ] {
+        cases.push((format!("{name}_CAUSE"), cause));
+        cases.push((format!("{name}_TVAL"), va));
+        cases.push((format!("{name}_T0"), 0x5eed));
+    }
+    cases.push(("AFTER".into(), 0x77));
+    let cases: Vec<(&str, u64)> = cases.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    expect_all(&o, &cases);
+    // Not one device access (--stats lists only kinds that happened): every exit of the
+    // walks was an injected access fault.
+    let stats = o.stats().unwrap();
+    assert!(
+        !stats.contains("mmio read") && !stats.contains("mmio write"),
+        "a device was accessed by a page-table walk:\n{stats}"
+    );
+    let faults: u64 = stats
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("access fault injected"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no access-fault line:\n{stats}"));
+    assert_eq!(faults, 7, "{stats}");
+}
+
 #[test]
 fn mmio_abuse_faults_or_is_ignored_as_documented() {
     const PRIO10: u64 = 0x0c00_0028;

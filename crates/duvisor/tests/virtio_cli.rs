@@ -110,3 +110,301 @@ fn too_many_devices() {
     }
     assert_one_line_error(&args, "virtio-mmio slots");
 }
+
+/// `duvisor run` of the Debian guest with `extra`; a hang is a failure (killed after 30 s).
+fn run_bounded(extra: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let g = guest();
+    let mut child = Command::new(duvisor_bin())
+        .arg("run")
+        .arg("--kernel")
+        .arg(&g.kernel)
+        .arg("--initrd")
+        .arg(&g.initrd)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run duvisor");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("duvisor {extra:?} still running after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+fn assert_bounded_error(extra: &[&str], needle: &str) {
+    let (code, err) = run_bounded(extra);
+    assert_eq!(code, Some(1), "{extra:?}: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line error for {extra:?}, got:\n{err}");
+    assert!(lines[0].contains(needle), "{extra:?}: {err}");
+}
+
+#[test]
+fn disk_must_be_a_regular_file_or_block_device() {
+    // /dev/zero and /dev/null were accepted as empty disks; a FIFO hung in open.
+    for dev in ["/dev/zero", "/dev/null"] {
+        for opt in ["", ",readonly"] {
+            assert_bounded_error(
+                &["--disk", &format!("path={dev}{opt}")],
+                "is a character device, not a regular file or block device",
+            );
+        }
+    }
+    let fifo = TempPath::new("disk-fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for opt in ["", ",readonly"] {
+        assert_bounded_error(
+            &["--disk", &format!("path={}{opt}", fifo.display())],
+            "is a FIFO, not a regular file or block device",
+        );
+    }
+}
+
+#[test]
+fn one_image_cannot_back_two_disks() {
+    let img = TempPath::with("twice.img", &[0; 1 << 20]);
+    let a = format!("path={}", img.display());
+    for second in [a.clone(), format!("{a},readonly")] {
+        assert_bounded_error(&["--disk", &a, "--disk", &second], "is attached twice");
+    }
+}
+
+/// Take an open-file-description lock on `f` (as another duvisor or QEMU would hold it).
+fn hold_lock(f: &std::fs::File, write: bool) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed flock is valid; we set the fields the call reads.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: F_OFD_SETLK reads the flock we pass.
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
+        0
+    );
+}
+
+#[test]
+fn an_image_another_process_holds_is_refused_with_its_name() {
+    let img = TempPath::with("held.img", &[0; 1 << 20]);
+    let rw = format!("path={}", img.display());
+    let ro = format!("{rw},readonly");
+    let me = format!("process {}", std::process::id());
+    // Held for writing: neither a writer nor a reader may attach it.
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&*img)
+        .unwrap();
+    hold_lock(&holder, true);
+    assert_bounded_error(&["--disk", &rw], &me);
+    assert_bounded_error(&["--disk", &ro], "another user writes it");
+    drop(holder);
+    // Held by a reader: a writer may not attach it.
+    let reader = std::fs::File::open(&*img).unwrap();
+    hold_lock(&reader, false);
+    assert_bounded_error(&["--disk", &rw], "another user has it open");
+    assert_bounded_error(&["--disk", &rw], &me);
+}
+
+#[test]
+fn a_running_vm_keeps_its_disk_from_a_second_vm() {
+    use std::io::{BufRead, BufReader};
+    let img = TempPath::with("shared.img", &[0; 1 << 20]);
+    let disk = format!("path={}", img.display());
+    // VM 1: a bare guest that says it is up, then spins with the disk attached.
+    let kernel = TempPath::with(
+        "spin.img",
+        &common::bare::guest_image(&common::bare::check("UP", "zero")),
+    );
+    let mut first = Command::new(duvisor_bin())
+        .args(["run", "--memory", "64M", "--kernel"])
+        .arg(&*kernel)
+        .args(["--disk", &disk])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "UP=0000000000000000");
+    let result = std::panic::catch_unwind(|| {
+        assert_bounded_error(
+            &["--disk", &disk],
+            &format!("another user has it open (process {}, duvisor)", first.id()),
+        );
+    });
+    let _ = first.kill();
+    let _ = first.wait();
+    result.unwrap();
+    // Once it has ended the image is free again.
+    let quick = TempPath::with(
+        "quick.img",
+        &common::bare::guest_image(common::bare::SHUTDOWN),
+    );
+    let o = Command::new(duvisor_bin())
+        .args(["run", "--memory", "64M", "--kernel"])
+        .arg(&*quick)
+        .args(["--disk", &disk])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// QEMU on `img` (raw, virtio), started and given a moment to open and lock it.
+fn qemu_holding(img: &std::path::Path, readonly: bool) -> std::process::Child {
+    let g = guest();
+    let ro = if readonly { ",readonly=on" } else { "" };
+    let q = Command::new("qemu-system-riscv64")
+        .args(["-M", "virt", "-display", "none", "-nographic", "-kernel"])
+        .arg(&g.kernel)
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio{ro}", img.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-system-riscv64 (scripts/install-deps.sh installs it)");
+    // QEMU takes its locks while it sets up, before the guest runs: wait until /proc/locks
+    // shows them on the image's inode.
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!(":{} ", std::fs::metadata(img).unwrap().ino());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .contains(&ino)
+    {
+        assert!(std::time::Instant::now() < deadline, "QEMU took no lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    q
+}
+
+/// duvisor with a bare guest that shuts down at once, `disk` attached: its status and stderr.
+fn quick_vm(disk: &str) -> (Option<i32>, String) {
+    let k = TempPath::with(
+        "quick.img",
+        &common::bare::guest_image(common::bare::SHUTDOWN),
+    );
+    let o = Command::new(duvisor_bin())
+        .args(["run", "--memory", "64M", "--kernel"])
+        .arg(&*k)
+        .args(["--disk", disk])
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn image_locks_agree_with_qemus() {
+    let img = TempPath::with("q.img", &[0; 1 << 20]);
+    let rw = format!("path={}", img.display());
+    let ro = format!("{rw},readonly");
+    // QEMU writes: we may neither write nor read it.
+    let mut q = qemu_holding(&img, false);
+    let writer = quick_vm(&rw);
+    let reader = quick_vm(&ro);
+    let _ = q.kill();
+    let _ = q.wait();
+    assert_eq!(writer.0, Some(1), "{}", writer.1);
+    assert!(writer.1.contains("qemu-system-ris"), "{}", writer.1);
+    assert_eq!(reader.0, Some(1), "{}", reader.1);
+    assert!(reader.1.contains("another user writes it"), "{}", reader.1);
+    // QEMU reads: we may read it too, not write it.
+    let mut q = qemu_holding(&img, true);
+    let writer = quick_vm(&rw);
+    let reader = quick_vm(&ro);
+    let _ = q.kill();
+    let _ = q.wait();
+    assert_eq!(writer.0, Some(1), "{}", writer.1);
+    assert!(
+        writer.1.contains("another user has it open"),
+        "{}",
+        writer.1
+    );
+    assert_eq!(reader.0, Some(0), "{}", reader.1);
+    // We hold it (a read-only user, still running): a QEMU writer refuses to start, a QEMU
+    // reader shares it.
+    let spin = TempPath::with("spin.img", &common::bare::guest_image(""));
+    let mut ours = Command::new(duvisor_bin())
+        .args(["run", "--memory", "64M", "--kernel"])
+        .arg(&*spin)
+        .args(["--disk", &ro])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!(":{} ", std::fs::metadata(&*img).unwrap().ino());
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .contains(&ino)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let qemu = |ro: &str| {
+        Command::new("timeout")
+            .args([
+                "5",
+                "qemu-system-riscv64",
+                "-M",
+                "virt",
+                "-display",
+                "none",
+                "-nographic",
+            ])
+            .arg("-kernel")
+            .arg(&guest().kernel)
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio{ro}", img.display()))
+            .output()
+            .unwrap()
+    };
+    let qw = qemu("");
+    let qr = qemu(",readonly=on");
+    let _ = ours.kill();
+    let _ = ours.wait();
+    let qw_err = String::from_utf8_lossy(&qw.stderr);
+    assert!(
+        qw_err.contains("Failed to get"),
+        "QEMU wrote our image: {qw_err}"
+    );
+    // The reader ran until `timeout` ended it (124): it opened the image.
+    assert_eq!(
+        qr.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&qr.stderr)
+    );
+}

@@ -270,6 +270,7 @@ fn run_pages(patience: Duration) -> dvext::JitStats {
     let settings = JitPoolSettings {
         patience,
         host_cores: 2,
+        before_job: None,
     };
     run_pages_with(settings, false)
 }
@@ -280,6 +281,7 @@ fn patient(host_cores: u32) -> JitPoolSettings {
     JitPoolSettings {
         patience: Duration::from_secs(3600),
         host_cores,
+        before_job: None,
     }
 }
 

@@ -62,6 +62,8 @@ pub(super) fn small_vm(cpus: u32) -> (Arc<VmShared>, Vec<Hart>) {
         rng: false,
         watchdog: None,
         jit_threshold: None,
+        drop_privileges: false,
+        run_as: None,
     };
     Vm::build(&cfg, || Box::new(std::io::sink()))
         .expect("building the fuzzing VM")

@@ -22,6 +22,10 @@ pub enum MmioResult {
 
 /// The trapping instruction and its length.
 fn trapping_instruction(hart: &mut Hart, htinst: u64) -> Option<(Inst, u64)> {
+    if dvext::hart::mmu::is_pte_pseudoinstruction(htinst) {
+        // An implicit page-table access of the walk, not an instruction (see vcpu::handle_exit).
+        return None;
+    }
     if htinst != 0 {
         // Transformed instructions are 32-bit encodings with bit 1 cleared when the original
         // was compressed.

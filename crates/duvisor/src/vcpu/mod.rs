@@ -7,6 +7,7 @@ pub mod mmio;
 use std::sync::Arc;
 
 use dvext::csr::*;
+use dvext::hart::mmu::is_pte_pseudoinstruction;
 use dvext::{Exit, Hart};
 
 use crate::sbi::{self, SbiNext};
@@ -148,8 +149,15 @@ fn handle_exit(vm: &VmShared, hart: &mut Hart, exit: Exit) -> Next {
                 cause::LOAD_GUEST_PAGE_FAULT
                 | cause::STORE_GUEST_PAGE_FAULT
                 | cause::INST_GUEST_PAGE_FAULT => {
-                    let gpa = (htval << 2) | (tval & 3);
-                    guest_page_fault(vm, hart, cause, gpa, tval, htinst);
+                    // For an implicit page-table access tval is the guest virtual address of
+                    // the original access and htval the PTE's address, 4-byte aligned.
+                    let implicit = is_pte_pseudoinstruction(htinst);
+                    let gpa = if implicit {
+                        htval << 2
+                    } else {
+                        (htval << 2) | (tval & 3)
+                    };
+                    guest_page_fault(vm, hart, cause, gpa, tval, htinst, implicit);
                     Next::Continue
                 }
                 cause::VIRTUAL_INST => {
@@ -184,7 +192,15 @@ fn handle_exit(vm: &VmShared, hart: &mut Hart, exit: Exit) -> Next {
     }
 }
 
-fn guest_page_fault(vm: &VmShared, hart: &mut Hart, cause: u64, gpa: u64, tval: u64, htinst: u64) {
+fn guest_page_fault(
+    vm: &VmShared,
+    hart: &mut Hart,
+    cause: u64,
+    gpa: u64,
+    tval: u64,
+    htinst: u64,
+    implicit: bool,
+) {
     if vm.ram.contains(gpa, 1) {
         vm.stats.count(ExitKind::GStageMap);
         if let Err(e) = vm.map_ram(gpa) {
@@ -196,7 +212,10 @@ fn guest_page_fault(vm: &VmShared, hart: &mut Hart, cause: u64, gpa: u64, tval: 
         hart.hufence_gvma(None, Some(gpa));
         return;
     }
-    if cause != cause::INST_GUEST_PAGE_FAULT {
+    // A VS-stage page table in device space: the walk has no memory to read, and the
+    // access that caused it gets an access fault (below), as on hardware without a
+    // hypervisor. Emulating it would access the device with side effects.
+    if cause != cause::INST_GUEST_PAGE_FAULT && !implicit {
         if let Some((dev, off)) = vm.bus.find(gpa) {
             let store = cause == cause::STORE_GUEST_PAGE_FAULT;
             match mmio::emulate(hart, dev.as_ref(), off, gpa, store, tval, htinst) {

@@ -27,6 +27,8 @@ use crate::devices::virtio::{GuestMem, VirtioDevice, VirtioMmio};
 use crate::devices::ExternalInterruptSink;
 use crate::fdt::{build_fdt_with_rng_seed, FdtSpec};
 use crate::loader::plan_layout;
+use crate::privileges::{drop_privileges, RunAs};
+use crate::sandbox::ThreadClass;
 use crate::stats::{ExitStats, EXIT_KINDS};
 use crate::vcpu;
 use control::{HartSlot, Outcome, VmControl};
@@ -61,6 +63,10 @@ pub struct VmConfig {
     pub watchdog: Option<Duration>,
     /// Compile blocks run this many times to host code; None: interpret everything.
     pub jit_threshold: Option<u32>,
+    /// Give up every capability (and switch to `run_as`, if given) once the disks, network
+    /// back ends and other host resources are open, before any VM thread starts.
+    pub drop_privileges: bool,
+    pub run_as: Option<RunAs>,
 }
 
 /// State shared by the vthreads and I/O threads of one VM.
@@ -324,12 +330,67 @@ fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Arc<dyn VirtioDevice>>> {
     Ok(devs)
 }
 
-fn read_file(what: &str, p: &PathBuf) -> Result<Vec<u8>> {
-    let md = std::fs::metadata(p).with_context(|| format!("{what} {}", p.display()))?;
-    if md.is_dir() {
-        bail!("{what} {} is a directory", p.display());
+/// What a path is, for an error that says why it was refused.
+pub(crate) fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
-    std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+}
+
+/// Read a kernel or initrd: a regular file of at most `limit` bytes (the guest's RAM). Opened
+/// without blocking and checked on the open descriptor, so a FIFO cannot hang us, a device
+/// such as /dev/zero cannot grow us without bound, and a huge sparse file is refused before a
+/// byte of it is read.
+fn read_file(what: &str, p: &PathBuf, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(p)
+        .with_context(|| format!("{what} {}", p.display()))?;
+    let md = f
+        .metadata()
+        .with_context(|| format!("{what} {}", p.display()))?;
+    if !md.file_type().is_file() {
+        bail!(
+            "{what} {} is {}, not a regular file",
+            p.display(),
+            file_kind(md.file_type())
+        );
+    }
+    if md.len() > limit {
+        bail!(
+            "{what} {} is {} bytes, more than the guest's {} MiB of RAM",
+            p.display(),
+            md.len(),
+            limit >> 20
+        );
+    }
+    let mut data = Vec::with_capacity(md.len() as usize);
+    // One byte past the limit tells a file that grew while we read it from one that fits.
+    f.take(limit + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {what} {}", p.display()))?;
+    if data.len() as u64 > limit {
+        bail!(
+            "{what} {} grew past the guest's {} MiB of RAM while it was read",
+            p.display(),
+            limit >> 20
+        );
+    }
+    Ok(data)
 }
 
 /// A VM ready to boot.
@@ -349,11 +410,11 @@ impl Vm {
     /// device tree, load the kernel.
     pub fn build(cfg: &VmConfig, console_out: impl Fn() -> Box<dyn Write + Send>) -> Result<Vm> {
         cfg.validate()?;
-        let kernel = read_file("kernel", &cfg.kernel)?;
+        let kernel = read_file("kernel", &cfg.kernel, cfg.memory)?;
         let initrd = cfg
             .initrd
             .as_ref()
-            .map(|p| read_file("initrd", p))
+            .map(|p| read_file("initrd", p, cfg.memory))
             .transpose()?;
         let layout = plan_layout(
             RAM_BASE,
@@ -363,6 +424,12 @@ impl Vm {
             FDT_MAX,
         )
         .with_context(|| format!("kernel {}", cfg.kernel.display()))?;
+        // Every host resource that may need privileges is opened here; then they go, before
+        // the first of the VM's threads (the compiler thread, below) starts.
+        let virtio = virtio_devices(cfg)?;
+        if cfg.drop_privileges || cfg.run_as.is_some() {
+            drop_privileges(cfg.run_as)?;
+        }
 
         let table_bytes = GStage::table_bytes_for(cfg.memory).next_multiple_of(2 << 20);
         let driver = DvDriver::load(cfg.memory + table_bytes).context("loading the DV-driver")?;
@@ -375,7 +442,14 @@ impl Vm {
         // One compiler thread for the VM: vCPUs share what it compiles.
         let jit_pool = match cfg.jit_threshold {
             Some(_) => Some(
-                dvext::JitPool::new("jit").map_err(|e| anyhow::anyhow!("compiling tier: {e}"))?,
+                dvext::JitPool::with_settings(
+                    "jit",
+                    dvext::JitPoolSettings {
+                        before_job: Some(crate::sandbox::enter_compiler),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("compiling tier: {e}"))?,
             ),
             None => None,
         };
@@ -406,7 +480,6 @@ impl Vm {
         bus.register(PLIC_BASE, PLIC_SIZE, plic.clone())?;
         bus.register(UART_BASE, UART_SIZE, uart.clone())?;
 
-        let virtio = virtio_devices(cfg)?;
         let mut virtio_slots = Vec::new();
         if !virtio.is_empty() {
             let mem = Arc::new(GuestMem::from_grant(ram_grant, RAM_BASE)?);
@@ -500,11 +573,11 @@ impl Vm {
         for hart in self.harts {
             let vm = shared.clone();
             let name = format!("vcpu{}", hart.vcpu_id());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || vcpu::run_vcpu(vm, hart))?,
-            );
+            threads.push(crate::sandbox::spawn(
+                ThreadClass::Vcpu,
+                &name,
+                move || vcpu::run_vcpu(vm, hart),
+            )?);
         }
         if let Some(limit) = shared.watchdog {
             threads.push(watchdog::spawn(shared.clone(), limit)?);

@@ -19,6 +19,7 @@ use dvext::Hart;
 
 use super::control::HsmState;
 use super::VmShared;
+use crate::sandbox::ThreadClass;
 
 /// Time between probes for a watchdog limit of `limit`.
 pub fn period(limit: Duration) -> Duration {
@@ -27,26 +28,24 @@ pub fn period(limit: Duration) -> Duration {
 
 /// Run the probing thread until the VM stops.
 pub fn spawn(vm: Arc<VmShared>, limit: Duration) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("watchdog".into())
-        .spawn(move || {
-            let period = period(limit);
-            let step = Duration::from_millis(50).min(period);
-            let mut next = Instant::now() + period;
-            while !vm.control.stopping() {
-                std::thread::sleep(step);
-                if Instant::now() < next {
-                    continue;
-                }
-                next += period;
-                for (v, slot) in vm.harts.iter().enumerate() {
-                    if slot.state() == HsmState::Started {
-                        slot.request_probe();
-                        let _ = vm.irq.kick(v as u32);
-                    }
+    crate::sandbox::spawn(ThreadClass::Watchdog, "watchdog", move || {
+        let period = period(limit);
+        let step = Duration::from_millis(50).min(period);
+        let mut next = Instant::now() + period;
+        while !vm.control.stopping() {
+            std::thread::sleep(step);
+            if Instant::now() < next {
+                continue;
+            }
+            next += period;
+            for (v, slot) in vm.harts.iter().enumerate() {
+                if slot.state() == HsmState::Started {
+                    slot.request_probe();
+                    let _ = vm.irq.kick(v as u32);
                 }
             }
-        })
+        }
+    })
 }
 
 /// A vthread's view of its hart across probes.

@@ -64,6 +64,13 @@ pub const HTINST_PTE_READ: u32 = 0x3000;
 /// htinst for a guest-page fault on the implicit A/D update of a VS-stage PTE.
 pub const HTINST_PTE_WRITE: u32 = 0x3020;
 
+/// Whether `htinst` is one of the privileged spec's pseudoinstructions (32- or 64-bit read or
+/// write of a VS-stage PTE): the guest-page fault was taken by an implicit access of the
+/// VS-stage walk, not by the instruction at the trapping pc, so there is nothing to emulate.
+pub const fn is_pte_pseudoinstruction(htinst: u64) -> bool {
+    matches!(htinst, 0x2000 | 0x2020 | 0x3000 | 0x3020)
+}
+
 // ---- PTE fields (shared by both stages) ----
 const PTE_V: u64 = 1 << 0;
 const PTE_R: u64 = 1 << 1;

@@ -17,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, Buffers, Seg};
 use super::{run_queues, serve_queue, Activation, Handled, VirtioDevice, ID_BLOCK};
+use crate::sandbox::ThreadClass;
 
 pub const SECTOR: u64 = 512;
 
@@ -169,28 +170,47 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// Open an image: it must exist, be a regular file (or block device) and a whole number
-    /// of 512-byte sectors.
+    /// Open an image: it must exist, be a regular file or block device and a whole number of
+    /// 512-byte sectors, and no other user may hold it: writers take an exclusive lock, read-only
+    /// users a shared one ([`lock`]), so one image is never attached twice or to two VMs while
+    /// either writes.
     pub fn open(spec: &DiskSpec) -> anyhow::Result<Disk> {
         let p = &spec.path;
+        let kind_error = |t: std::fs::FileType| {
+            anyhow::anyhow!(
+                "disk {} is {}, not a regular file or block device",
+                p.display(),
+                crate::vm::file_kind(t)
+            )
+        };
+        let usable = |t: std::fs::FileType| {
+            use std::os::unix::fs::FileTypeExt;
+            t.is_file() || t.is_block_device()
+        };
+        // Checked before opening so that a FIFO (whose open may block, or fail oddly without
+        // blocking) gets the same message; and again on the descriptor, which is what counts.
         let md = std::fs::metadata(p).with_context(|| format!("disk {}", p.display()))?;
-        if md.is_dir() {
-            bail!("disk {} is a directory", p.display());
+        if !usable(md.file_type()) {
+            return Err(kind_error(md.file_type()));
         }
         let file = OpenOptions::new()
             .read(true)
             .write(!spec.readonly)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(p)
             .with_context(|| format!("disk {}", p.display()))?;
-        let size = file
+        let md = file
             .metadata()
-            .with_context(|| format!("disk {}", p.display()))?
-            .len();
-        let size = if size == 0 && md.file_type().is_block_device_like() {
-            block_device_size(&file).unwrap_or(0)
+            .with_context(|| format!("disk {}", p.display()))?;
+        if !usable(md.file_type()) {
+            return Err(kind_error(md.file_type()));
+        }
+        lock(&file, &md, spec.readonly)
+            .map_err(|e| anyhow::anyhow!("disk {}: {e}", p.display()))?;
+        let size = if md.file_type().is_block_device_like() {
+            block_device_size(&file).with_context(|| format!("disk {}", p.display()))?
         } else {
-            size
+            md.len()
         };
         if size % SECTOR != 0 {
             bail!(
@@ -233,6 +253,124 @@ impl BlockLike for std::fs::FileType {
         use std::os::unix::fs::FileTypeExt;
         self.is_block_device()
     }
+}
+
+/// Lock the image as its user, with open-file-description locks (two opens in one process
+/// conflict as two processes do, and a lock lives exactly as long as its descriptor): a writer
+/// locks the whole file exclusively; a read-only user takes a shared lock and makes sure no one
+/// writes. A conflict names the holder.
+///
+/// QEMU locks images too, with shared locks on single bytes: 100 + n for each permission n it
+/// uses and 200 + n for each it refuses others (n = 0 consistent read, 1 write); a writer holds
+/// byte 101. Our read-only user leaves out bytes 101 and 200 and checks that no one holds 101,
+/// so it refuses a QEMU writer and does not refuse a QEMU reader; its lock on byte 201 keeps a
+/// QEMU writer from starting later; our exclusive lock conflicts with all of QEMU's. So a QEMU
+/// reader and ours share an image, as two of ours do, and a writer has it alone.
+fn lock(file: &File, md: &std::fs::Metadata, readonly: bool) -> Result<(), String> {
+    /// QEMU's bytes for using the write permission and for refusing others consistent reads
+    /// (see above).
+    const WRITE_BYTE: i64 = 101;
+    const READ_DENY: i64 = 200;
+    let fd = file.as_raw_fd();
+    let range = |kind: i32, start: i64, len: i64| {
+        // SAFETY: a zeroed flock is valid; we set the fields the calls read.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = kind as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        fl.l_start = start;
+        fl.l_len = len; // 0: to the end of the file, however it grows
+        fl
+    };
+    let set = |fl: libc::flock| {
+        // SAFETY: F_OFD_SETLK reads the flock we pass and keeps no pointer to it.
+        if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &fl) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let taken = if readonly {
+        set(range(libc::F_RDLCK, 0, WRITE_BYTE))
+            .and_then(|_| {
+                set(range(
+                    libc::F_RDLCK,
+                    WRITE_BYTE + 1,
+                    READ_DENY - WRITE_BYTE - 1,
+                ))
+            })
+            .and_then(|_| set(range(libc::F_RDLCK, READ_DENY + 1, 0)))
+            .and_then(|_| {
+                let mut probe = range(libc::F_WRLCK, WRITE_BYTE, 1);
+                // SAFETY: F_OFD_GETLK reads and rewrites the flock we pass.
+                if unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut probe) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if probe.l_type == libc::F_UNLCK as i16 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+                }
+            })
+    } else {
+        set(range(libc::F_WRLCK, 0, 0))
+    };
+    let Err(e) = taken else {
+        return Ok(());
+    };
+    if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+        return Err(format!("locking the image: {e}"));
+    }
+    let how = if readonly {
+        "another user writes it"
+    } else {
+        "another user has it open"
+    };
+    use std::os::unix::fs::MetadataExt;
+    Err(match lock_holder(md.dev(), md.ino()) {
+        Some(pid) if pid == std::process::id() => {
+            "is attached twice (the same image may back one disk only)".to_string()
+        }
+        Some(pid) => format!(
+            "is in use: {how} (process {pid}, {}); a disk image shared while written is corrupted",
+            process_name(pid)
+        ),
+        None => format!(
+            "is in use: {how} (a process this user cannot see); a disk image shared while written \
+             is corrupted"
+        ),
+    })
+}
+
+/// The process holding a lock on the file `dev`/`ino`: open-file-description locks show no
+/// owner in /proc/locks, but each appears in the `fdinfo` of the descriptor that holds it.
+fn lock_holder(dev: u64, ino: u64) -> Option<u32> {
+    let id = format!(" {:02x}:{:02x}:{ino} ", libc::major(dev), libc::minor(dev));
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            if info
+                .lines()
+                .any(|l| l.starts_with("lock:") && l.contains(&id))
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|_| "name unknown".into())
 }
 
 fn block_device_size(f: &File) -> std::io::Result<u64> {
@@ -299,13 +437,11 @@ impl VirtioDevice for Blk {
     fn activate(&self, act: Activation) -> std::io::Result<JoinHandle<()>> {
         let disk = self.disk.clone();
         let writethrough = act.features & F_FLUSH == 0;
-        std::thread::Builder::new()
-            .name("virtio-blk".into())
-            .spawn(move || {
-                run_queues(act, |_, q, mem, irq| {
-                    serve_queue(q, mem, irq, |b| handle_chain(&disk, mem, &b, writethrough))
-                })
+        crate::sandbox::spawn(ThreadClass::BlockIo, "virtio-blk", move || {
+            run_queues(act, |_, q, mem, irq| {
+                serve_queue(q, mem, irq, |b| handle_chain(&disk, mem, &b, writethrough))
             })
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, Buffers};
 use super::{run_queues, serve_queue, Activation, Handled, VirtioDevice, ID_RNG};
+use crate::sandbox::ThreadClass;
 
 const QUEUE_SIZE: u16 = 64;
 /// Most bytes produced for one request.
@@ -28,13 +29,11 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
     fn activate(&self, act: Activation) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("virtio-rng".into())
-            .spawn(move || {
-                run_queues(act, |_, q, mem, irq| {
-                    serve_queue(q, mem, irq, |b| fill(mem, &b))
-                })
+        crate::sandbox::spawn(ThreadClass::RngIo, "virtio-rng", move || {
+            run_queues(act, |_, q, mem, irq| {
+                serve_queue(q, mem, irq, |b| fill(mem, &b))
             })
+        })
     }
 }
 

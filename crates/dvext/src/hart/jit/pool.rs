@@ -141,6 +141,9 @@ pub struct JitPoolSettings {
     pub patience: Duration,
     /// Host cores the VM's threads run on (see [`JitPool::cores_taken`]).
     pub host_cores: u32,
+    /// Called on the compiler thread before each job: the VM plane narrows the thread's
+    /// system calls there (its sandbox is installed after the thread starts).
+    pub before_job: Option<fn()>,
 }
 
 impl Default for JitPoolSettings {
@@ -150,6 +153,7 @@ impl Default for JitPoolSettings {
         JitPoolSettings {
             patience: DEFAULT_PATIENCE,
             host_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            before_job: None,
         }
     }
 }
@@ -181,6 +185,9 @@ impl JitPool {
                 lower_priority();
                 let _ = started.send(());
                 for job in rx {
+                    if let Some(f) = settings.before_job {
+                        f();
+                    }
                     p.mark();
                     let done = compile(&mut compiler, &t, job.tag, job.region);
                     p.mark();

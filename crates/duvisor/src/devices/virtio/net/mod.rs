@@ -21,6 +21,7 @@ use virtio_queue::{Queue, QueueT};
 
 use super::chain::{self, Buffers};
 use super::{Activation, GuestMem, Interrupt, VirtioDevice, ID_NET, INT_VRING};
+use crate::sandbox::ThreadClass;
 
 /// Feature: the device has a MAC address in its configuration space.
 pub const F_MAC: u64 = 1 << 5;
@@ -119,12 +120,10 @@ impl VirtioDevice for Net {
         // The back end outlives a reset: the thread hands it back when it ends.
         let slot = self.backend.clone();
         let drops = self.drops.clone();
-        std::thread::Builder::new()
-            .name("virtio-net".into())
-            .spawn(move || {
-                let b = run(act, backend, &drops);
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
-            })
+        crate::sandbox::spawn(ThreadClass::NetIo, "virtio-net", move || {
+            let b = run(act, backend, &drops);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+        })
     }
 }
 
