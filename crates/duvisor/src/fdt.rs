@@ -13,6 +13,7 @@
 //!     ├── plic@…          interrupts-extended = <&cpuN_intc 9> per hart: context N is hart N's
 //!     │                   S-mode context (see `devices::plic`)
 //!     ├── serial@…        ns16550a
+//!     ├── rtc@…           google,goldfish-rtc
 //!     └── virtio_mmio@…   one per virtio-mmio transport
 //! ```
 //!
@@ -38,6 +39,8 @@ pub struct FdtSpec {
     pub initrd: Option<(u64, u64)>,
     /// `(base, irq)`; the window is 0x100 bytes.
     pub uart: (u64, u32),
+    /// `(base, irq)` of the Goldfish RTC; the window is 0x1000 bytes.
+    pub rtc: (u64, u32),
     /// `(base, size, ndev)`, `ndev` being the highest source ID.
     pub plic: (u64, u64, u32),
     /// `(base, irq)` of each virtio-mmio transport; each window is 0x1000 bytes.
@@ -48,6 +51,8 @@ pub struct FdtSpec {
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Size of the UART window.
 pub const UART_MMIO_SIZE: u64 = 0x100;
+/// Size of the Goldfish RTC window.
+pub const RTC_MMIO_SIZE: u64 = 0x1000;
 /// The UART's input clock (`clock-frequency`).
 pub const UART_CLOCK_HZ: u32 = 3_686_400;
 /// The supervisor external interrupt number on a hart's local interrupt controller.
@@ -150,6 +155,8 @@ fn build(spec: &FdtSpec, rng_seed: Option<&[u8]>) -> Result<Vec<u8>> {
     let (plic_base, plic_size, ndev) = spec.plic;
     let (uart_base, uart_irq) = spec.uart;
     check_irq("serial", uart_irq, ndev)?;
+    let (rtc_base, rtc_irq) = spec.rtc;
+    check_irq("rtc", rtc_irq, ndev)?;
     for &(base, irq) in &spec.virtio {
         check_irq(&format!("virtio_mmio@{base:x}"), irq, ndev)?;
     }
@@ -270,6 +277,13 @@ fn build(spec: &FdtSpec, rng_seed: Option<&[u8]>) -> Result<Vec<u8>> {
     fdt.property_u32("interrupt-parent", plic_phandle)?;
     fdt.end_node(serial)?;
 
+    let rtc = fdt.begin_node(&format!("rtc@{rtc_base:x}"))?;
+    fdt.property_string("compatible", "google,goldfish-rtc")?;
+    fdt.property_array_u64("reg", &[rtc_base, RTC_MMIO_SIZE])?;
+    fdt.property_u32("interrupts", rtc_irq)?;
+    fdt.property_u32("interrupt-parent", plic_phandle)?;
+    fdt.end_node(rtc)?;
+
     for &(base, irq) in &spec.virtio {
         let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
         fdt.property_string("compatible", "virtio,mmio")?;
@@ -301,6 +315,7 @@ mod tests {
             cmdline: "console=ttyS0 root=/dev/vda1 rw".into(),
             initrd: Some((0x1_7c00_0000, 0x1_7e12_3456)),
             uart: (0x1000_0000, 10),
+            rtc: (0x10_1000, 11),
             plic: (0x0c00_0000, 0x60_0000, 95),
             virtio: vec![(0x1000_1000, 1), (0x1000_2000, 2)],
         }
@@ -448,6 +463,13 @@ mod tests {
         assert_eq!(serial.interrupts().unwrap().collect::<Vec<_>>(), vec![10]);
         assert_eq!(serial.interrupt_parent().unwrap().name, "plic@c000000");
 
+        // The Goldfish RTC, as on QEMU's virt.
+        let rtc = fdt.find_node("/soc/rtc@101000").unwrap();
+        assert_eq!(rtc.compatible().unwrap().first(), "google,goldfish-rtc");
+        assert_eq!(reg(&rtc), vec![(0x10_1000, 0x1000)]);
+        assert_eq!(rtc.interrupts().unwrap().collect::<Vec<_>>(), vec![11]);
+        assert_eq!(rtc.interrupt_parent().unwrap().name, "plic@c000000");
+
         let virtio: Vec<_> = soc
             .children()
             .filter(|c| c.name.starts_with("virtio_mmio@"))
@@ -502,6 +524,9 @@ mod tests {
         let mut s = spec();
         s.uart.1 = 96;
         assert!(build_fdt(&s).unwrap_err().to_string().contains("serial"));
+        let mut s = spec();
+        s.rtc.1 = 0;
+        assert!(build_fdt(&s).unwrap_err().to_string().contains("rtc"));
         let mut s = spec();
         s.virtio.push((0x1000_3000, 0));
         assert!(build_fdt(&s).is_err());

@@ -3,11 +3,13 @@
 
 pub mod bus;
 pub mod plic;
+pub mod rtc;
 pub mod uart;
 pub mod virtio;
 
 pub use bus::{BusError, MmioBus};
 pub use plic::Plic;
+pub use rtc::Rtc;
 pub use uart::Uart;
 
 /// A device reached through MMIO exits. Called from vthreads (and tests) concurrently, so

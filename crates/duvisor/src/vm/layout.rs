@@ -1,6 +1,7 @@
 //! The guest-physical memory map (QEMU `virt`-compatible, so stock kernels need no changes).
 
 pub use crate::devices::plic::{PLIC_BASE, PLIC_SIZE};
+pub use crate::devices::rtc::{RTC_BASE, RTC_IRQ, RTC_SIZE};
 pub use crate::devices::uart::{UART_BASE, UART_IRQ, UART_SIZE};
 
 /// Guest RAM starts here.

@@ -19,6 +19,7 @@ use dvext::{Hart, Interrupter, TIMEBASE_HZ};
 
 use crate::devices::bus::MmioBus;
 use crate::devices::plic::Plic;
+use crate::devices::rtc::Rtc;
 use crate::devices::uart::Uart;
 use crate::devices::virtio::blk::{Blk, Disk, DiskSpec};
 use crate::devices::virtio::net::NetSpec;
@@ -476,9 +477,12 @@ impl Vm {
         let panic = Arc::new(guest_panic::PanicState::default());
         let uart_out = guest_panic::PanicWatch::new(console_out(), panic.clone());
         let uart = Arc::new(Uart::new(plic.irq_line(UART_IRQ), Box::new(uart_out)));
+        // The wall clock; its alarm thread starts now, before the sandbox.
+        let rtc = Arc::new(Rtc::new(plic.irq_line(RTC_IRQ))?);
         let mut bus = MmioBus::new();
         bus.register(PLIC_BASE, PLIC_SIZE, plic.clone())?;
         bus.register(UART_BASE, UART_SIZE, uart.clone())?;
+        bus.register(RTC_BASE, RTC_SIZE, rtc)?;
 
         let mut virtio_slots = Vec::new();
         if !virtio.is_empty() {
@@ -502,6 +506,7 @@ impl Vm {
             cmdline: cfg.cmdline.clone(),
             initrd: layout.initrd,
             uart: (UART_BASE, UART_IRQ),
+            rtc: (RTC_BASE, RTC_IRQ),
             plic: (PLIC_BASE, PLIC_SIZE, plic.ndev()),
             virtio: virtio_slots,
         };
