@@ -24,7 +24,8 @@
 //!
 //! An alarm thread, started with the device (before the seccomp sandbox is installed), waits on
 //! a condition variable until the armed alarm is due; it needs only `futex` and `clock_gettime`
-//! once running and ends when the device is quiesced or dropped. It re-reads the clock at least
+//! once running (its sandbox class, [`ThreadClass::Rtc`], entered at its first wake after
+//! set-up) and ends when the device is quiesced or dropped. It re-reads the clock at least
 //! every [`MAX_NAP`], so a step of the host's clock delays an alarm by at most that.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,6 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{IrqLine, MmioDevice};
+use crate::sandbox::ThreadClass;
 
 /// Guest-physical base of the RTC on the `virt` layout.
 pub const RTC_BASE: u64 = 0x0010_1000;
@@ -206,6 +208,9 @@ impl Shared {
     fn run_alarms(&self) {
         let mut inner = self.lock();
         while !inner.stop {
+            // Started during set-up, before the sandbox: it narrows itself to its class at
+            // its first wake after that (an alarm armed, or the VM's end).
+            crate::sandbox::enter_or_exit(ThreadClass::Rtc);
             if !inner.regs.alarm_armed {
                 inner = self.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
                 continue;

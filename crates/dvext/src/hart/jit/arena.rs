@@ -1,9 +1,12 @@
 //! Memory for generated code, never writable and executable at once (W^X): one memfd mapped
-//! twice, a read-write view the compiler copies code into and a read-execute view it runs from.
+//! twice, a writable view the compiler copies code into and a read-execute view it runs from.
 //!
 //! Both views are made when the arena is created, which the VM plane does while it sets up the
-//! VM, before its seccomp filter forbids executable mappings; after that, compiling a block is
-//! a memory copy, with no system call.
+//! VM, before its seccomp filter forbids executable mappings. The writable view is
+//! inaccessible (PROT_NONE) except for the pages a `push` or `reset` is writing, during that
+//! call: a stray or hostile write through a memory-corruption bug elsewhere in the process
+//! faults instead of planting code the other view would run. Opening and closing the pages
+//! costs two `mprotect` calls per compiled region.
 
 use std::io;
 use std::ptr::NonNull;
@@ -55,7 +58,9 @@ impl CodeArena {
                 Ok(p)
             }
         };
-        let rw = map(libc::PROT_READ | libc::PROT_WRITE);
+        // Writable only while `push` or `reset` writes (a shared mapping of a file opened for
+        // writing may be made writable later).
+        let rw = map(libc::PROT_NONE);
         let rx = map(libc::PROT_READ | libc::PROT_EXEC);
         close(fd); // the mappings keep the memory alive
         match (rw, rx) {
@@ -82,11 +87,17 @@ impl CodeArena {
         if end > self.size {
             return None;
         }
-        // SAFETY: `start..end` lies inside the read-write view, and no executable pointer into
-        // this range has been handed out since the last `reset` (allocation only grows).
+        let (open_from, open_to) = (start / PAGE * PAGE, end.div_ceil(PAGE) * PAGE);
+        self.writable(open_from, open_to, true).ok()?;
+        // SAFETY: `start..end` lies inside the writable view, whose pages there were just made
+        // writable, and no executable pointer into this range has been handed out since the
+        // last `reset` (allocation only grows).
         unsafe {
             std::ptr::copy_nonoverlapping(code.as_ptr(), self.rw.as_ptr().add(start), code.len())
         };
+        // Closing can only fail for lack of memory to split the mapping; the pages then stay
+        // writable until the next push or reset closes them.
+        let _ = self.writable(open_from, open_to, false);
         self.used = end;
         // Pages no later push writes to leave the writable view: the executable view keeps
         // them, and the host counted each such page twice in the resident set (the bench's
@@ -112,11 +123,34 @@ impl CodeArena {
     pub fn reset(&mut self) {
         let used = self.used.div_ceil(PAGE) * PAGE;
         if used > 0 {
-            // SAFETY: the first `used` bytes of our own shared mapping; MADV_REMOVE frees the
-            // memfd's pages behind both views, which then read as zero. No code there runs.
-            unsafe { libc::madvise(self.rw.as_ptr().cast(), used, libc::MADV_REMOVE) };
+            // MADV_REMOVE needs a writable mapping.
+            if self.writable(0, used, true).is_ok() {
+                // SAFETY: the first `used` bytes of our own shared mapping; MADV_REMOVE frees
+                // the memfd's pages behind both views, which then read as zero. No code there
+                // runs.
+                unsafe { libc::madvise(self.rw.as_ptr().cast(), used, libc::MADV_REMOVE) };
+                let _ = self.writable(0, used, false);
+            }
         }
         self.used = 0;
+    }
+
+    /// Make the writable view's pages `from..to` (page-aligned offsets) writable or
+    /// inaccessible.
+    fn writable(&mut self, from: usize, to: usize, open: bool) -> io::Result<()> {
+        let prot = if open {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: whole pages inside our own writable view; nothing holds a reference into it
+        // (it is only written through `&mut self`).
+        let r = unsafe { libc::mprotect(self.rw.as_ptr().add(from).cast(), to - from, prot) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
@@ -149,6 +183,38 @@ mod tests {
         assert!(a.push(&[0u8; 8192]).is_none(), "full");
         a.reset();
         assert_eq!(a.push(&[0xc3]), Some(f), "reset reuses the space");
+    }
+
+    /// The permissions of this process's mapping that starts at `addr` (from /proc/self/maps),
+    /// e.g. `r-xs`.
+    fn perms(addr: usize) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let start = format!("{addr:x}-");
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .expect("mapping");
+        line.split_whitespace().nth(1).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_writable_view_is_inaccessible_between_writes() {
+        let mut a = CodeArena::new(16 * PAGE).unwrap();
+        let (rw, rx) = (a.rw.as_ptr() as usize, a.rx.as_ptr() as usize);
+        assert_eq!(perms(rw), "---s");
+        assert_eq!(perms(rx), "r-xs");
+        a.push(&[0xc3; 3 * PAGE / 2]).unwrap();
+        assert_eq!(
+            perms(rw),
+            "---s",
+            "after a push (and the mapping is whole again)"
+        );
+        a.reset();
+        assert_eq!(perms(rw), "---s", "after a reset");
+        assert_eq!(perms(rx), "r-xs");
+        let f = a.push(&[0x90, 0xc3]).unwrap();
+        // SAFETY: `f` points at the two bytes just pushed.
+        assert_eq!(unsafe { *(f as *const [u8; 2]) }, [0x90, 0xc3]);
     }
 
     /// Resident KiB of this process's mapping that starts at `addr` (from /proc/self/smaps).
