@@ -52,6 +52,8 @@ const C_LW_A0_A1: u32 = 0x4188;
 /// flags: hutinst as the hardware writes it (transformed instruction).
 const HTINST_HW: u8 = 1 << 3;
 const STORE: u8 = 1;
+/// flags: hutinst is a page-table pseudoinstruction (0x2000 with the raw hutinst 0 here).
+const HTINST_PSEUDO: u8 = 2 << 3;
 
 #[test]
 fn mmio_seeds() {
@@ -71,6 +73,12 @@ fn mmio_seeds() {
     // (VS paging on, pc at the very top).
     let r = fuzzing::mmio_decode(&mmio_input(0x84, LW_A0_A1, 0, 0x8, 1));
     assert_eq!(r, MmioResult::Read);
+    // A page-table walk's fault with a load at the pc: faulted, never emulated (it was
+    // emulated as a 2-byte `ld x0` for 0x3000).
+    for flags in [HTINST_PSEUDO, HTINST_PSEUDO | STORE] {
+        let r = fuzzing::mmio_decode(&mmio_input(flags, LW_A0_A1, 0x100, 0x8, 1));
+        assert_eq!(r, MmioResult::Faulted);
+    }
     let _ = fuzzing::mmio_decode(&[]);
 }
 

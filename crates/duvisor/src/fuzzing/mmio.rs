@@ -113,6 +113,8 @@ pub fn mmio_decode(data: &[u8]) -> MmioResult {
             let inst = dvext::hart::decode::decode(word);
             dvext::hart::transformed_inst(&inst)
         }
+        // The pseudoinstructions of an implicit VS-stage page-table access.
+        2 => [0x2000, 0x2020, 0x3000, 0x3020][htinst_raw as usize % 4],
         _ => htinst_raw,
     };
     let pc = match flags >> 5 {
@@ -195,6 +197,10 @@ pub fn mmio_decode(data: &[u8]) -> MmioResult {
     let ctx = format!(
         "{res:?}: word {word:#x} htinst {htinst:#x} pc {pc:#x} off {off:#x} store {is_store} log {log:?}"
     );
+    if dvext::hart::mmu::is_pte_pseudoinstruction(htinst) {
+        // A page-table walk's access is never an instruction to emulate.
+        assert_eq!(res, MmioResult::Faulted, "{ctx}");
+    }
     if res == MmioResult::Faulted {
         assert!(log.is_empty(), "{ctx}");
         assert_eq!((gpr1, fpr1), (gpr0, fpr0), "{ctx}");
