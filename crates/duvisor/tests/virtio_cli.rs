@@ -278,32 +278,33 @@ fn a_running_vm_keeps_its_disk_from_a_second_vm() {
     );
 }
 
-/// QEMU on `img` (raw, virtio), started and given a moment to open and lock it.
+/// QEMU on `img` (raw, virtio), once it has opened and locked it: its firmware (OpenSBI) has
+/// printed its banner, so machine set-up, where QEMU opens drives and settles its locks, is
+/// over. (Its locks can appear in /proc/locks earlier and change while it sets up.)
 fn qemu_holding(img: &std::path::Path, readonly: bool) -> std::process::Child {
+    use std::io::Read;
     let g = guest();
     let ro = if readonly { ",readonly=on" } else { "" };
-    let q = Command::new("qemu-system-riscv64")
+    let mut q = Command::new("qemu-system-riscv64")
         .args(["-M", "virt", "-display", "none", "-nographic", "-kernel"])
         .arg(&g.kernel)
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio{ro}", img.display()))
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("qemu-system-riscv64 (scripts/install-deps.sh installs it)");
-    // QEMU takes its locks while it sets up, before the guest runs: wait until /proc/locks
-    // shows them on the image's inode.
-    use std::os::unix::fs::MetadataExt;
-    let ino = format!(":{} ", std::fs::metadata(img).unwrap().ino());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::fs::read_to_string("/proc/locks")
-        .unwrap()
-        .contains(&ino)
-    {
-        assert!(std::time::Instant::now() < deadline, "QEMU took no lock");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut out = q.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("OpenSBI") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "QEMU ended before its firmware ran");
+        seen.extend_from_slice(&buf[..n]);
     }
+    // Keep draining its console so it never blocks on a full pipe.
+    std::thread::spawn(move || while matches!(out.read(&mut buf), Ok(n) if n > 0) {});
     q
 }
 

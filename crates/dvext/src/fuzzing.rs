@@ -480,6 +480,13 @@ fn check_exit(hart: &mut Hart, exit: Exit, cfg: &EngineConfig, kicked: bool) {
 /// 15 vsatp choice; 16-17 entry offset; then guest RAM from `0x8000_0000`
 /// ([`ENGINE_CONFIG_LEN`] bytes of configuration in all).
 pub fn engine(data: &[u8]) -> Vec<Exit> {
+    engine_with_budget(data, RUN_BUDGET)
+}
+
+/// [`engine`] with `budget` of run time before the watchdog kicks the guest out. The fuzzer
+/// uses 1 ms; a test that expects a particular first exit gives more, since with every block
+/// compiled on its first run (and a busy host) reaching it can take longer.
+pub fn engine_with_budget(data: &[u8], budget: Duration) -> Vec<Exit> {
     let mut inp = Input::new(data);
     let cfg = EngineConfig::parse(&mut inp);
     let image = inp.rest();
@@ -563,7 +570,7 @@ pub fn engine(data: &[u8]) -> Vec<Exit> {
     let watchdog = {
         let (fired, intr) = (fired.clone(), intr.clone());
         std::thread::spawn(move || {
-            if rx.recv_timeout(RUN_BUDGET) == Err(mpsc::RecvTimeoutError::Timeout) {
+            if rx.recv_timeout(budget) == Err(mpsc::RecvTimeoutError::Timeout) {
                 fired.store(true, Ordering::SeqCst);
                 let _ = intr.kick(0);
             }
