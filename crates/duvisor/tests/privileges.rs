@@ -32,11 +32,16 @@ fn running_threads(extra: &[&str]) -> Vec<(String, BTreeMap<String, String>)> {
         .unwrap();
     let pid = child.id();
     let mut threads = Vec::new();
-    // The vthreads start one after the other: read until the last one is there.
+    // The vthreads start one after the other, and each names itself just before it enters
+    // its class: read until the last one is there and every one has entered.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while line.trim() == "UP=0000000000000000" && std::time::Instant::now() < deadline {
         threads = thread_status(pid);
-        if threads.iter().any(|(n, _)| n == "vcpu1") {
+        let vcpus: Vec<_> = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with("vcpu"))
+            .collect();
+        if vcpus.len() == 2 && vcpus.iter().all(|(_, f)| f["Seccomp_filters"] == "5") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
