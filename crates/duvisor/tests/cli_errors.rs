@@ -77,44 +77,10 @@ fn bad_memory_sizes() {
     );
 }
 
-/// `run`, but a hang is a failure: the child is killed after `secs` seconds.
-fn run_bounded(args: &[&str], secs: u64) -> (Option<i32>, String) {
-    use std::io::Read;
-    let mut child = Command::new(duvisor_bin())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run duvisor");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("duvisor {args:?} still running after {secs} s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), err)
-}
-
 fn assert_bounded_one_line_error(args: &[&str], needle: &str) {
-    let (code, err) = run_bounded(args, 30);
-    assert_eq!(code, Some(1), "{args:?}: {err}");
-    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one-line error for {args:?}, got:\n{err}");
-    assert!(lines[0].contains(needle), "{args:?}: {err}");
+    let mut cmd = Command::new(duvisor_bin());
+    cmd.args(args);
+    common::assert_bounded_one_line_error(cmd, needle);
 }
 
 /// A FIFO named `name` in a temporary directory (no writer ever opens it).

@@ -8,24 +8,17 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::bare::{check, guest_image};
-use common::{duvisor_bin, TempPath};
+use common::{duvisor_bin, spawn_bare_vm, TempPath};
 
 /// Each thread's name and /proc status fields, read while a guest runs under `duvisor run
 /// ... extra`.
 fn running_threads(extra: &[&str]) -> Vec<(String, BTreeMap<String, String>)> {
-    let kernel = TempPath::with("spin.img", &guest_image(&check("UP", "zero")));
-    let mut child = Command::new(duvisor_bin())
-        .args(["run", "--memory", "64M", "--cpus", "2", "--rng", "--kernel"])
-        .arg(&*kernel)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut args = vec!["--cpus", "2", "--rng"];
+    args.extend(extra);
+    let (mut child, _kernel) = spawn_bare_vm(&check("UP", "zero"), &args);
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

@@ -111,50 +111,18 @@ fn too_many_devices() {
     assert_one_line_error(&args, "virtio-mmio slots");
 }
 
-/// `duvisor run` of the Debian guest with `extra`; a hang is a failure (killed after 30 s).
-fn run_bounded(extra: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
+/// `duvisor run` of the Debian guest with `extra`; it must end within 30 s with one line
+/// containing `needle`.
+fn assert_bounded_error(extra: &[&str], needle: &str) {
     let g = guest();
-    let mut child = Command::new(duvisor_bin())
-        .arg("run")
+    let mut cmd = Command::new(duvisor_bin());
+    cmd.arg("run")
         .arg("--kernel")
         .arg(&g.kernel)
         .arg("--initrd")
         .arg(&g.initrd)
-        .args(extra)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run duvisor");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("duvisor {extra:?} still running after 30 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), err)
-}
-
-fn assert_bounded_error(extra: &[&str], needle: &str) {
-    let (code, err) = run_bounded(extra);
-    assert_eq!(code, Some(1), "{extra:?}: {err}");
-    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one-line error for {extra:?}, got:\n{err}");
-    assert!(lines[0].contains(needle), "{extra:?}: {err}");
+        .args(extra);
+    common::assert_bounded_one_line_error(cmd, needle);
 }
 
 #[test]
@@ -232,19 +200,8 @@ fn a_running_vm_keeps_its_disk_from_a_second_vm() {
     let img = TempPath::with("shared.img", &[0; 1 << 20]);
     let disk = format!("path={}", img.display());
     // VM 1: a bare guest that says it is up, then spins with the disk attached.
-    let kernel = TempPath::with(
-        "spin.img",
-        &common::bare::guest_image(&common::bare::check("UP", "zero")),
-    );
-    let mut first = Command::new(duvisor_bin())
-        .args(["run", "--memory", "64M", "--kernel"])
-        .arg(&*kernel)
-        .args(["--disk", &disk])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut first, _kernel) =
+        common::spawn_bare_vm(&common::bare::check("UP", "zero"), &["--disk", &disk]);
     let mut line = String::new();
     BufReader::new(first.stdout.take().unwrap())
         .read_line(&mut line)
@@ -260,22 +217,8 @@ fn a_running_vm_keeps_its_disk_from_a_second_vm() {
     let _ = first.wait();
     result.unwrap();
     // Once it has ended the image is free again.
-    let quick = TempPath::with(
-        "quick.img",
-        &common::bare::guest_image(common::bare::SHUTDOWN),
-    );
-    let o = Command::new(duvisor_bin())
-        .args(["run", "--memory", "64M", "--kernel"])
-        .arg(&*quick)
-        .args(["--disk", &disk])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (code, err) = quick_vm(&disk);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 /// QEMU on `img` (raw, virtio), once it has opened and locked it: its firmware (OpenSBI) has
@@ -356,16 +299,7 @@ fn image_locks_agree_with_qemus() {
     assert_eq!(reader.0, Some(0), "{}", reader.1);
     // We hold it (a read-only user, still running): a QEMU writer refuses to start, a QEMU
     // reader shares it.
-    let spin = TempPath::with("spin.img", &common::bare::guest_image(""));
-    let mut ours = Command::new(duvisor_bin())
-        .args(["run", "--memory", "64M", "--kernel"])
-        .arg(&*spin)
-        .args(["--disk", &ro])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut ours, _kernel) = common::spawn_bare_vm("", &["--disk", &ro]);
     use std::os::unix::fs::MetadataExt;
     let ino = format!(":{} ", std::fs::metadata(&*img).unwrap().ino());
     while !std::fs::read_to_string("/proc/locks")

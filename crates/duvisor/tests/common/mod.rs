@@ -56,3 +56,67 @@ echo "MEM""OK=$(head -c 4194304 /dev/zero | tr '\0' 'x' | wc -c)"
 echo "UCL""OCK=$(date +%s >/dev/null 2>&1; echo $?)"
 echo "DO""NE=1"
 poweroff -f"#;
+
+/// Run `cmd` (stdin and stdout closed) to its end; a hang is a failure: it is killed after
+/// `secs` seconds. Its exit status and stderr.
+pub fn run_bounded(mut cmd: Command, secs: u64) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run duvisor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+/// `cmd` ends within 30 s with status 1 and exactly one line on stderr, containing `needle`.
+pub fn assert_bounded_one_line_error(cmd: Command, needle: &str) {
+    let what = format!("{cmd:?}");
+    let (code, err) = run_bounded(cmd, 30);
+    assert_eq!(code, Some(1), "{what}: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line error for {what}, got:\n{err}");
+    assert!(
+        lines[0].contains(needle),
+        "{what}: want {needle:?} in {err}"
+    );
+}
+
+/// `duvisor run` of a bare guest (`body` in the scaffold of [`bare`], then a spin) with 64 MiB
+/// and `extra`, left running with stdout piped (the guest's `print_kv` lines) for the caller
+/// to kill. The image lives as long as the returned path.
+pub fn spawn_bare_vm(body: &str, extra: &[&str]) -> (std::process::Child, TempPath) {
+    use std::process::Stdio;
+    let kernel = TempPath::with("bare.img", &bare::guest_image(body));
+    let child = Command::new(duvisor_bin())
+        .args(["run", "--memory", "64M", "--kernel"])
+        .arg(&*kernel)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run duvisor");
+    (child, kernel)
+}
