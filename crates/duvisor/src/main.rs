@@ -80,7 +80,7 @@ fn run(cfg: VmConfig, m: &MachineArgs) -> Result<u8> {
     if m.no_sandbox {
         tracing::warn!("running without the seccomp sandbox (--no-sandbox)");
     } else {
-        duvisor::sandbox::install(ThreadClass::Main)?;
+        duvisor::sandbox::install(ThreadClass::Main, &vm.code_fds())?;
     }
     let uart = vm.uart().clone();
     let shared = Arc::clone(vm.shared());

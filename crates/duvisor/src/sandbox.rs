@@ -43,6 +43,9 @@ pub enum Args {
     /// Argument `pid` is this process's id (fixed when the filter is built) and argument
     /// `idx` is the value.
     ToSelf(u8, u8, u64),
+    /// Argument 0 is one of the compiled-code descriptors given to [`install`]; with none
+    /// (no compiling tier) the call is not allowed at all.
+    CodeSpaceFd,
 }
 
 /// The kinds of DuVisor thread, each with its own allow-list: the calls of [`POLICY`] whose
@@ -183,7 +186,7 @@ const MADVICE: &[u64] = &[libc::MADV_DONTNEED as u64, libc::MADV_REMOVE as u64];
 pub const POLICY: &[Allowed] = &[
     // Memory.
     allow("mmap", libc::SYS_mmap, Args::NoBits(2, PROT_EXEC), ANY, "allocator and thread stacks; never executable"),
-    allow("mprotect", libc::SYS_mprotect, Args::NoBits(2, PROT_EXEC), ANY, "allocator arenas, stack guard pages, the code space's writable view opened only while code is copied in; never executable"),
+    allow("mprotect", libc::SYS_mprotect, Args::NoBits(2, PROT_EXEC), ANY, "allocator arenas and stack guard pages; never executable"),
     allow("munmap", libc::SYS_munmap, Args::Any, ANY, "allocator, thread stacks, guest memory at VM end"),
     allow("mremap", libc::SYS_mremap, Args::Any, ANY, "allocator (growing large buffers)"),
     allow("brk", libc::SYS_brk, Args::Any, ANY, "allocator"),
@@ -223,6 +226,8 @@ pub const POLICY: &[Allowed] = &[
     allow("fsync", libc::SYS_fsync, Args::Any, BLK, "virtio-blk flush"),
     allow("fdatasync", libc::SYS_fdatasync, Args::Any, BLK, "virtio-blk flush"),
     allow("fallocate", libc::SYS_fallocate, Args::Any, BLK, "virtio-blk discard and write-zeroes"),
+    allow("pwrite64 (code space)", libc::SYS_pwrite64, Args::CodeSpaceFd, VCPU, "copying compiled code into the vCPU's code space: on its memfd only, which no mapping can write"),
+    allow("fallocate (code space)", libc::SYS_fallocate, Args::CodeSpaceFd, VCPU, "emptying a full code space (punching a hole in its memfd): on that memfd only"),
     allow("statx", libc::SYS_statx, Args::Any, ANY, "let through here only to fail with ENOSYS (see REFUSED): it takes a path, so host paths could be probed; nothing stats a file after set-up"),
     allow("ioctl", libc::SYS_ioctl, Args::OneOf(1, TTY_IOCTLS), ANY, "terminal settings only (restored by any thread that ends the VM)"),
     allow("close", libc::SYS_close, Args::Any, MAIN | VCPU | IO, "descriptors of stopped devices"),
@@ -257,9 +262,18 @@ fn condition(idx: u8, op: SeccompCmpOp, v: u64) -> Result<SeccompCondition, Sand
     Ok(SeccompCondition::new(idx, SeccompCmpArgLen::Dword, op, v)?)
 }
 
-fn rules(args: Args) -> Result<Vec<SeccompRule>, SandboxError> {
-    Ok(match args {
+/// The rules for `args`: empty means any arguments, None that the entry allows nothing.
+fn rules(args: Args, code_fds: &[i32]) -> Result<Option<Vec<SeccompRule>>, SandboxError> {
+    Ok(Some(match args {
         Args::Any => vec![],
+        Args::CodeSpaceFd if code_fds.is_empty() => return Ok(None),
+        Args::CodeSpaceFd => code_fds
+            .iter()
+            .map(|&fd| {
+                SeccompRule::new(vec![condition(0, SeccompCmpOp::Eq, fd as u64)?])
+                    .map_err(SandboxError::from)
+            })
+            .collect::<Result<_, _>>()?,
         Args::OneOf(idx, values) => values
             .iter()
             .map(|&v| {
@@ -292,7 +306,7 @@ fn rules(args: Args) -> Result<Vec<SeccompRule>, SandboxError> {
             condition(pid, SeccompCmpOp::Eq, std::process::id() as u64)?,
             condition(idx, SeccompCmpOp::Eq, v)?,
         ])?],
-    })
+    }))
 }
 
 fn target_arch() -> Result<TargetArch, SandboxError> {
@@ -300,12 +314,30 @@ fn target_arch() -> Result<TargetArch, SandboxError> {
         .map_err(|_| SandboxError::Arch(std::env::consts::ARCH))
 }
 
-/// A filter allowing the calls of `calls`, trapping everything else.
-fn allow_list<'a>(calls: impl Iterator<Item = &'a Allowed>) -> Result<BpfProgram, SandboxError> {
-    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+/// A filter allowing the calls of `calls`, trapping everything else. A call listed twice
+/// (for different classes) is allowed when either entry allows it; an entry with any
+/// arguments makes the call unconditional (seccompiler reads an empty rule list so).
+fn allow_list<'a>(
+    calls: impl Iterator<Item = &'a Allowed>,
+    code_fds: &[i32],
+) -> Result<BpfProgram, SandboxError> {
+    let mut map: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
     for a in calls {
-        map.entry(a.nr).or_default().extend(rules(a.args)?);
+        let Some(r) = rules(a.args, code_fds)? else {
+            continue;
+        };
+        let entry = map.entry(a.nr).or_insert(Some(Vec::new()));
+        match (entry.as_mut(), r.is_empty()) {
+            // Already unconditional.
+            (None, _) => {}
+            (Some(_), true) => *entry = None,
+            (Some(v), false) => v.extend(r),
+        }
     }
+    let map: BTreeMap<i64, Vec<SeccompRule>> = map
+        .into_iter()
+        .map(|(nr, r)| (nr, r.unwrap_or_default()))
+        .collect();
     let f = SeccompFilter::new(
         map,
         SeccompAction::Trap,
@@ -316,14 +348,14 @@ fn allow_list<'a>(calls: impl Iterator<Item = &'a Allowed>) -> Result<BpfProgram
 }
 
 /// The process-wide filter: every call of [`POLICY`] allowed (the union of the classes and
-/// what starting a thread needs), everything else traps.
-pub fn filter() -> Result<BpfProgram, SandboxError> {
-    allow_list(POLICY.iter())
+/// what starting a thread needs), everything else traps. `code_fds`: see [`install`].
+pub fn filter(code_fds: &[i32]) -> Result<BpfProgram, SandboxError> {
+    allow_list(POLICY.iter(), code_fds)
 }
 
 /// The filter a thread of `class` adds on itself: its calls allowed, everything else traps.
-pub fn class_filter(class: ThreadClass) -> Result<BpfProgram, SandboxError> {
-    allow_list(class.calls())
+pub fn class_filter(class: ThreadClass, code_fds: &[i32]) -> Result<BpfProgram, SandboxError> {
+    allow_list(class.calls(), code_fds)
 }
 
 /// Calls that fail with an error instead of ending the process, each by a filter of its own
@@ -514,17 +546,18 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 }
 
 /// Install the sandbox on every thread of the process (and so on every thread started later),
-/// start the spawner thread, and put the calling thread in `caller`'s class. Irreversible:
-/// call it once set-up is complete.
-pub fn install(caller: ThreadClass) -> Result<(), SandboxError> {
-    let main = filter()?;
+/// start the spawner thread, and put the calling thread in `caller`'s class. `code_fds`: the
+/// descriptors vCPU threads write compiled code through (`Hart::jit_code_fd`), the only ones
+/// they may `pwrite` or `fallocate`. Irreversible: call it once set-up is complete.
+pub fn install(caller: ThreadClass, code_fds: &[i32]) -> Result<(), SandboxError> {
+    let main = filter(code_fds)?;
     let refusals = REFUSED
         .iter()
         .map(|&(_, nr, errno)| refusal_filter(nr, errno))
         .collect::<Result<Vec<_>, _>>()?;
     let classes = ThreadClass::ALL
         .iter()
-        .map(|&c| class_filter(c))
+        .map(|&c| class_filter(c, code_fds))
         .collect::<Result<Vec<_>, _>>()?;
     // SAFETY: a zeroed sigaction is a valid starting point; we set the handler and flags and
     // pass valid pointers. The handler only calls async-signal-safe functions.
@@ -570,7 +603,8 @@ mod tests {
 
     #[test]
     fn policy_compiles_and_has_no_duplicates() {
-        assert!(!filter().unwrap().is_empty());
+        assert!(!filter(&[]).unwrap().is_empty());
+        assert!(!filter(&[7, 9]).unwrap().is_empty());
         let mut names: Vec<_> = POLICY.iter().map(|a| a.name).collect();
         names.sort_unstable();
         let n = names.len();
@@ -664,19 +698,30 @@ mod tests {
             ] {
                 assert!(calls.contains(&needed), "{}: {needed}", c.name());
             }
-            assert!(!class_filter(c).unwrap().is_empty());
+            assert!(!class_filter(c, &[7]).unwrap().is_empty());
         }
-        let vcpu: Vec<&str> = ThreadClass::Vcpu.calls().map(|a| a.name).collect();
-        for io in [
-            "pwritev",
-            "pwrite64",
-            "fallocate",
-            "sendto",
-            "recvfrom",
-            "writev",
-        ] {
-            assert!(!vcpu.contains(&io), "a vCPU thread may {io}");
+        // A vCPU thread writes only its code space's descriptor.
+        for a in ThreadClass::Vcpu.calls() {
+            let io = [
+                libc::SYS_pwritev,
+                libc::SYS_pwrite64,
+                libc::SYS_fallocate,
+                libc::SYS_sendto,
+                libc::SYS_recvfrom,
+                libc::SYS_writev,
+            ];
+            if io.contains(&a.nr) {
+                assert!(
+                    matches!(a.args, Args::CodeSpaceFd),
+                    "a vCPU thread may {}",
+                    a.name
+                );
+            }
         }
+        // Without code descriptors the code-space entries allow nothing (an empty rule list
+        // would allow any argument).
+        assert!(rules(Args::CodeSpaceFd, &[]).unwrap().is_none());
+        assert_eq!(rules(Args::CodeSpaceFd, &[3, 4]).unwrap().unwrap().len(), 2);
     }
 
     #[test]

@@ -81,7 +81,11 @@ fn sandbox_child() {
         eprintln!("VICTIM={}", c.id());
         c
     });
-    install(ThreadClass::Main).expect("installing the sandbox");
+    // A compiled-code memfd, as a vCPU's code space is.
+    // SAFETY: a NUL-terminated name; the descriptor lives as long as the process.
+    let code_fd = unsafe { libc::memfd_create(c"code".as_ptr(), 0) };
+    assert!(code_fd >= 0);
+    install(ThreadClass::Main, &[code_fd]).expect("installing the sandbox");
     allowed_work();
     eprintln!("ATTEMPTING-FORBIDDEN");
     match case.as_str() {
@@ -175,7 +179,16 @@ fn sandbox_child() {
         }
         "vcpu-pwrite" => {
             let fd = file.as_ref().unwrap().as_raw_fd();
-            let t = spawn(ThreadClass::Vcpu, "vcpu-test", move || pwrite_byte(fd)).unwrap();
+            let t = spawn(ThreadClass::Vcpu, "vcpu-test", move || {
+                assert_eq!(
+                    pwrite_byte(code_fd),
+                    1,
+                    "a vCPU thread writes its code space"
+                );
+                eprintln!("CODE-PWRITE-OK");
+                pwrite_byte(fd)
+            })
+            .unwrap();
             eprintln!("pwrite returned {:?}", t.join());
         }
         "blk-sendto" => {
@@ -344,6 +357,7 @@ fn statx_cannot_probe_host_paths() {
 fn a_vcpu_thread_cannot_write_a_disk_image() {
     let f = tempfile::NamedTempFile::new().unwrap();
     let (code, err) = run_case_with("vcpu-pwrite", Some(f.path()));
+    assert!(err.contains("CODE-PWRITE-OK"), "{err}");
     assert_eq!(code, Some(SANDBOX_EXIT), "{err}");
     assert!(
         err.contains("(pwrite64) on a thread of class vcpu"),

@@ -557,6 +557,12 @@ impl Vm {
         &self.shared
     }
 
+    /// The descriptors the vCPUs write compiled code through (empty without the compiling
+    /// tier): the sandbox lets vCPU threads write these and no others.
+    pub fn code_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.harts.iter().filter_map(|h| h.jit_code_fd()).collect()
+    }
+
     /// The shared state and the not-yet-started harts, for driving exits by hand instead of
     /// [`Vm::run`] (the SBI fuzzing harness in [`crate::fuzzing`]).
     #[doc(hidden)]

@@ -174,6 +174,13 @@ impl Hart {
         self.jit.is_some()
     }
 
+    /// The descriptor of the memfd this hart writes its compiled code into (`pwrite`, and
+    /// `fallocate` to empty it), when the compiling tier is on: the only descriptor a sandbox
+    /// needs to let the hart's thread write.
+    pub fn jit_code_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.jit.as_ref().map(|j| j.code_fd())
+    }
+
     // ---------------------------------------------------------------- guest registers
 
     /// Guest integer register `r` (as saved on the exit).

@@ -449,6 +449,11 @@ impl Jit {
         self.pool.as_ref()
     }
 
+    /// The descriptor this hart's compiled code is written through (see `arena`).
+    pub fn code_fd(&self) -> std::os::fd::RawFd {
+        self.arena.fd()
+    }
+
     /// Forget all code: the caller has dropped every function pointer it handed out.
     pub fn reset(&mut self) {
         self.arena.reset();
