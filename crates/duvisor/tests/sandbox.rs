@@ -185,6 +185,10 @@ fn sandbox_child() {
                     1,
                     "a vCPU thread writes its code space"
                 );
+                // ... and empties it as a full code space is (the arena's reset).
+                let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                // SAFETY: fallocate has no memory arguments.
+                assert_eq!(unsafe { libc::fallocate(code_fd, mode, 0, 4096) }, 0);
                 eprintln!("CODE-PWRITE-OK");
                 pwrite_byte(fd)
             })
