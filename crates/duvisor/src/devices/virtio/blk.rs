@@ -464,7 +464,15 @@ impl VirtioDevice for Blk {
         crate::sandbox::spawn(ThreadClass::BlockIo, "virtio-blk", move || {
             run_queues(act, |_, q, mem, irq| {
                 serve_queue(q, mem, irq, |b| handle_chain(&disk, mem, &b, writethrough))
-            })
+            });
+            // Stopped (reset, or the VM ends): a qcow2 image's cached metadata reaches the
+            // file even if the guest never flushed (`sync` on a bare block device does not),
+            // as QEMU flushes its images when it closes them.
+            if let Image::Qcow2(_) = disk.image {
+                if let Err(e) = disk.sync() {
+                    tracing::error!("disk {}: flushing at stop: {e}", disk.path.display());
+                }
+            }
         })
     }
 }
