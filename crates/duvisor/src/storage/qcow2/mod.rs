@@ -38,8 +38,6 @@ const COMPRESSED: u64 = 1 << 62;
 const ZERO: u64 = 1;
 /// Most bytes of cached L2 tables and of cached refcount blocks, each.
 const CACHE_BYTES: u64 = 8 << 20;
-/// Most clusters an allocation skips because a (hostile) refcount says they are in use.
-const MAX_ALLOC_SKIP: u32 = 4096;
 
 /// Where a guest cluster's data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -554,25 +552,24 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// A new cluster at the end of the file, refcount 1.
+    /// A new cluster at the end of the file, refcount 1. Past the end of the file at open
+    /// everything is ours: a refcount there is corruption (and skipping it would let a
+    /// hostile image make the file grow without bound).
     fn alloc(&mut self) -> Result<u64, Error> {
-        for _ in 0..MAX_ALLOC_SKIP {
-            let h = self.next_free;
-            if h.checked_add(self.cs).is_none_or(|e| e > header::MAX_SIZE) {
-                return Err(corrupt("image file too large"));
-            }
-            self.next_free += self.cs;
-            if self.refcount(h)? != 0 {
-                continue;
-            }
-            self.file_len = self.file_len.max(h + self.cs);
-            self.allocated += 1;
-            self.set_refcount(h, 1, 0)?;
-            return Ok(h);
+        let h = self.next_free;
+        if h.checked_add(self.cs).is_none_or(|e| e > header::MAX_SIZE) {
+            return Err(corrupt("image file too large"));
         }
-        Err(corrupt(
-            "refcounts claim the clusters past the end of the file",
-        ))
+        if self.refcount(h)? != 0 {
+            return Err(corrupt(format!(
+                "cluster {h:#x} past the end of the file has a refcount"
+            )));
+        }
+        self.next_free += self.cs;
+        self.file_len = self.file_len.max(h + self.cs);
+        self.allocated += 1;
+        self.set_refcount(h, 1, 0)?;
+        Ok(h)
     }
 
     fn metadata_dirty(&self) -> bool {
