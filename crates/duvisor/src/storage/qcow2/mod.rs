@@ -59,6 +59,9 @@ struct Table<T> {
     new: bool,
 }
 
+/// Opens the layer a header names: (backing file name, declared format).
+pub type OpenBacking<'a> = dyn FnMut(&[u8], Option<BackingFormat>) -> Result<Layer, Error> + 'a;
+
 /// An open qcow2 image.
 pub struct Qcow2 {
     file: File,
@@ -97,11 +100,7 @@ impl Qcow2 {
     /// Open an image from its file (already checked and locked by the caller). `backing` is
     /// called with the backing file name the header holds (if any) and its declared format,
     /// and opens that layer read-only.
-    pub fn open(
-        file: File,
-        writable: bool,
-        backing: &mut dyn FnMut(&[u8], Option<BackingFormat>) -> Result<Layer, Error>,
-    ) -> Result<Qcow2, Error> {
+    pub fn open(file: File, writable: bool, backing: &mut OpenBacking) -> Result<Qcow2, Error> {
         let file_len = file.metadata()?.len();
         let mut first = vec![0u8; (file_len.min(1 << header::MAX_CLUSTER_BITS)) as usize];
         file.read_exact_at(&mut first, 0)?;

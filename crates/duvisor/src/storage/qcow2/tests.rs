@@ -164,7 +164,7 @@ fn exercise(q: &mut Qcow2, model: &mut [u8], seed: u64) {
             q.write_zeroes(off, len).unwrap();
             model[off as usize..(off + len) as usize].fill(0);
         } else {
-            let buf: Vec<u8> = (0..len).map(|k| (k as u64 ^ i ^ seed) as u8 | 1).collect();
+            let buf: Vec<u8> = (0..len).map(|k| (k ^ i ^ seed) as u8 | 1).collect();
             q.write_at(&buf, off).unwrap();
             model[off as usize..(off + len) as usize].copy_from_slice(&buf);
         }
