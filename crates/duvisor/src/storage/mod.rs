@@ -130,9 +130,18 @@ fn open_qcow2(
         if depth >= MAX_CHAIN {
             return Err(err(format!("backing chain longer than {MAX_CHAIN}")));
         }
+        // Checked before opening too: our own lock on a file of the chain would otherwise
+        // report the loop as an image attached twice.
+        let loop_err = || err("the backing chain has a loop".into());
+        if let Ok(md) = std::fs::metadata(&bpath) {
+            use std::os::unix::fs::MetadataExt;
+            if seen.contains(&(md.dev(), md.ino())) {
+                return Err(loop_err());
+            }
+        }
         let (bfile, len, bid) = open(&bpath).map_err(|e| err(format!("{e:#}")))?;
         if !seen.insert(bid) {
-            return Err(err("the backing chain has a loop".into()));
+            return Err(loop_err());
         }
         let is_q = match fmt {
             Some(qcow2::BackingFormat::Qcow2) => true,

@@ -395,16 +395,24 @@ impl Qcow2 {
         t.dirty = true;
     }
 
-    /// Release what an L2 entry pointed at (after the next metadata flush).
-    fn release(&mut self, m: Mapping) {
+    /// Release what an L2 entry pointed at (after the next metadata flush): a data cluster
+    /// (a zero cluster may have one preallocated), or the clusters compressed data touches.
+    fn release(&mut self, e: u64, m: Mapping) {
         match m {
-            Mapping::Data(h) => self.pending_free.push((h, 1)),
             Mapping::Compressed(h, len) => {
                 let first = h / self.cs;
                 let last = (h + len.max(1) - 1) / self.cs;
                 self.pending_free.push((first * self.cs, last - first + 1));
             }
-            Mapping::Unallocated | Mapping::Zero => {}
+            Mapping::Data(h) => self.pending_free.push((h, 1)),
+            Mapping::Zero => {
+                let h = e & OFFSET_MASK;
+                // A bad offset is left alone: at worst a cluster of a corrupt image leaks.
+                if h != 0 && self.check_cluster(h, "zero cluster").is_ok() {
+                    self.pending_free.push((h, 1));
+                }
+            }
+            Mapping::Unallocated => {}
         }
     }
 
@@ -445,7 +453,7 @@ impl Qcow2 {
         let h = self.alloc()?;
         self.file.write_all_at(&c, h)?;
         self.set_l2(l2, i2, h | COPIED);
-        self.release(m);
+        self.release(e, m);
         Ok(())
     }
 
@@ -468,7 +476,7 @@ impl Qcow2 {
                 let (l2, i2) = self.l2_for_write(off)?;
                 let entry = if self.h.version == 3 { ZERO } else { 0 };
                 self.set_l2(l2, i2, entry);
-                self.release(m);
+                self.release(e, m);
             } else {
                 self.write_cluster(&vec![0u8; n as usize], off)?;
             }

@@ -532,3 +532,35 @@ fn read_only_refuses_writes() {
     f.read_exact_at(&mut m, 0).unwrap();
     assert_eq!(&m, b"QFI\xfb");
 }
+
+/// Zero clusters that keep their preallocated storage (`qemu-io write -z`) and ones that do
+/// not (`-u`): written over, neither leaks a cluster nor loses one.
+#[test]
+fn preallocated_zero_clusters() {
+    let d = tmp();
+    let data = pattern(1 << 20, 21);
+    let img = make(d.path(), "z.qcow2", &["-o", "compat=1.1"], &data);
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -z 0 131072", s(&img)],
+    );
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -z -u 196608 65536", s(&img)],
+    );
+    let mut model = data.clone();
+    model[..131072].fill(0);
+    model[196608..262144].fill(0);
+    {
+        let mut q = open(&img, false).unwrap();
+        assert!(read_all(&mut q) == model);
+        let mut q = open(&img, true).unwrap();
+        q.write_at(&[9; 4096], 4096).unwrap();
+        q.write_at(&[8; 512], 200_000).unwrap();
+        q.flush().unwrap();
+    }
+    model[4096..8192].fill(9);
+    model[200_000..200_512].fill(8);
+    qemu_check(&img);
+    assert!(qemu_raw(d.path(), &img) == model);
+}
