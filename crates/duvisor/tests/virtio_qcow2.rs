@@ -157,3 +157,42 @@ poweroff -f"#;
         run.elapsed, qrun.elapsed
     );
 }
+
+/// Not a check, a measurement (`cargo test --test virtio_qcow2 -- --ignored --nocapture`):
+/// the guest writes 64 MiB (fsync) and reads it back with direct I/O, on a raw image and on a
+/// fresh qcow2 image (64 KiB clusters), in one boot; prints the guest's timings.
+#[test]
+#[ignore]
+fn throughput_raw_vs_qcow2() {
+    let g = guest();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("t.raw");
+    let q = dir.path().join("t.qcow2");
+    qemu_img(&["create", "-f", "raw", raw.to_str().unwrap(), "128M"]);
+    qemu_img(&["create", "-f", "qcow2", q.to_str().unwrap(), "128M"]);
+    let mut script = String::from(
+        "t() { awk '{print int($1*1000)}' /proc/uptime; }\n\
+         dd if=/dev/zero bs=1M count=64 2>/dev/null | tr '\\0' 'x' > /tmp/x\n",
+    );
+    for d in ["vda", "vdb"] {
+        script.push_str(&format!(
+            "s=$(t); dd if=/tmp/x of=/dev/{d} bs=1M conv=fsync 2>/dev/null; e=$(t); echo \"W\"\"R{d}=$((e - s))\"\n\
+             s=$(t); dd if=/dev/{d} of=/dev/null bs=1M count=64 iflag=direct 2>/dev/null; e=$(t); echo \"R\"\"D{d}=$((e - s))\"\n"
+        ));
+    }
+    script.push_str("echo \"DO\"\"NE=1\"\npoweroff -f\n");
+    let mut cmd = duvisor_cmd(&g, 1, &[]);
+    cmd.args(["--disk", &format!("path={}", raw.display())]);
+    cmd.args(["--disk", &format!("path={}", q.display())]);
+    let run = run_console(cmd, &script, TIMEOUT);
+    assert_eq!(run.expect_value("DONE"), "1", "{}", run.stderr);
+    for d in ["vda", "vdb"] {
+        eprintln!(
+            "{}: write 64 MiB + fsync {} ms, direct read {} ms",
+            if d == "vda" { "raw  " } else { "qcow2" },
+            run.expect_value(&format!("WR{d}")),
+            run.expect_value(&format!("RD{d}"))
+        );
+    }
+    qemu_img(&["check", q.to_str().unwrap()]);
+}
