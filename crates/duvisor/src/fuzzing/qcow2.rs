@@ -89,8 +89,14 @@ pub fn qcow2(data: &[u8]) -> Qcow2Run {
     let mut no_backing = |_: &std::path::Path| -> anyhow::Result<_> {
         anyhow::bail!("no backing files in the fuzzer")
     };
-    let Ok(mut q) = storage::open_chain(file, scratch.path(), (0, 0), writable, &mut no_backing)
-    else {
+    let Ok(mut q) = storage::open_chain(
+        file,
+        image.len() as u64,
+        scratch.path(),
+        (0, 0),
+        writable,
+        &mut no_backing,
+    ) else {
         assert!(
             image == scratch.contents(),
             "a failed open changed the file"

@@ -94,17 +94,19 @@ pub type Opener<'a> = dyn FnMut(&Path) -> anyhow::Result<(File, u64, (u64, u64))
 /// or a chain longer than [`MAX_CHAIN`] is an error.
 pub fn open_chain(
     file: File,
+    len: u64,
     path: &Path,
     id: (u64, u64),
     writable: bool,
     open: &mut Opener,
 ) -> Result<Qcow2, Error> {
     let mut seen = HashSet::from([id]);
-    open_qcow2(file, path, writable, 1, &mut seen, open)
+    open_qcow2(file, len, path, writable, 1, &mut seen, open)
 }
 
 fn open_qcow2(
     file: File,
+    len: u64,
     path: &Path,
     writable: bool,
     depth: usize,
@@ -112,7 +114,7 @@ fn open_qcow2(
     open: &mut Opener,
 ) -> Result<Qcow2, Error> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Qcow2::open(file, writable, &mut |name, fmt| {
+    Qcow2::open(file, len, writable, &mut |name, fmt| {
         use std::os::unix::ffi::OsStrExt;
         let rel = Path::new(std::ffi::OsStr::from_bytes(name));
         let bpath = if rel.is_absolute() {
@@ -150,10 +152,12 @@ fn open_qcow2(
         };
         if is_q {
             let q =
-                open_qcow2(bfile, &bpath, false, depth + 1, seen, open).map_err(|e| match e {
-                    e @ Error::Backing { .. } => e,
-                    e => err(e.to_string()),
-                })?;
+                open_qcow2(bfile, len, &bpath, false, depth + 1, seen, open).map_err(
+                    |e| match e {
+                        e @ Error::Backing { .. } => e,
+                        e => err(e.to_string()),
+                    },
+                )?;
             Ok(Layer::Qcow2(Box::new(q)))
         } else {
             Ok(Layer::Raw { file: bfile, len })

@@ -187,7 +187,7 @@ impl Disk {
                     anyhow::anyhow!("{}", e.to_string().trim_start_matches(": ").trim_start())
                 })
             };
-            let q = storage::open_chain(file, p, ident, !spec.readonly, &mut open_backing)
+            let q = storage::open_chain(file, size, p, ident, !spec.readonly, &mut open_backing)
                 .map_err(|e| anyhow::anyhow!("disk {}: {e}", p.display()))?;
             let size = q.size();
             (Image::Qcow2(std::sync::Mutex::new(Box::new(q))), size)

@@ -97,11 +97,16 @@ fn corrupt(what: impl Into<String>) -> Error {
 }
 
 impl Qcow2 {
-    /// Open an image from its file (already checked and locked by the caller). `backing` is
+    /// Open an image from its file of `file_len` bytes (already checked and locked by the
+    /// caller; a block device's size is not its metadata's length). `backing` is
     /// called with the backing file name the header holds (if any) and its declared format,
     /// and opens that layer read-only.
-    pub fn open(file: File, writable: bool, backing: &mut OpenBacking) -> Result<Qcow2, Error> {
-        let file_len = file.metadata()?.len();
+    pub fn open(
+        file: File,
+        file_len: u64,
+        writable: bool,
+        backing: &mut OpenBacking,
+    ) -> Result<Qcow2, Error> {
         let mut first = vec![0u8; (file_len.min(1 << header::MAX_CLUSTER_BITS)) as usize];
         file.read_exact_at(&mut first, 0)?;
         let h = Header::parse(&first, file_len, writable)?;

@@ -58,7 +58,7 @@ fn opener(p: &Path) -> anyhow::Result<(File, u64, (u64, u64))> {
 fn open(p: &Path, writable: bool) -> Result<Qcow2, Error> {
     let f = File::options().read(true).write(writable).open(p)?;
     let md = f.metadata()?;
-    open_chain(f, p, (md.dev(), md.ino()), writable, &mut opener)
+    open_chain(f, md.len(), p, (md.dev(), md.ino()), writable, &mut opener)
 }
 
 fn read_all(q: &mut Qcow2) -> Vec<u8> {
