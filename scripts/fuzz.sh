@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-60}
 TOOLCHAIN=${FUZZ_TOOLCHAIN:-nightly}
 SANITIZER=${FUZZ_SANITIZER:-address}
-ALL_TARGETS="decode engine mmio_decode sbi virtio_queue loader cli"
+ALL_TARGETS="decode engine mmio_decode sbi virtio_queue loader cli qcow2"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -16,6 +16,7 @@ pub mod privileges;
 pub mod sandbox;
 pub mod sbi;
 pub mod stats;
+pub mod storage;
 #[cfg(test)]
 #[path = "../tests/common/temp_path.rs"]
 pub(crate) mod test_files;

@@ -343,3 +343,64 @@ fn image_locks_agree_with_qemus() {
         String::from_utf8_lossy(&qr.stderr)
     );
 }
+
+/// qcow2 images: a missing backing file, an unsupported feature, a backing file another
+/// process writes, and the base of an overlay as a second disk are one-line errors.
+#[test]
+fn qcow2_problems_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let qemu_img = |args: &[&str]| {
+        let o = Command::new("qemu-img").args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "gone.qcow2",
+        "-F",
+        "qcow2",
+        &p("orphan.qcow2"),
+        "1M",
+    ]);
+    assert_bounded_error(
+        &["--disk", &format!("path={}", p("orphan.qcow2"))],
+        "gone.qcow2",
+    );
+    qemu_img(&["create", "-f", "qcow2", &p("enc.qcow2"), "1M"]);
+    let mut b = std::fs::read(p("enc.qcow2")).unwrap();
+    b[32..36].copy_from_slice(&1u32.to_be_bytes());
+    std::fs::write(p("enc.qcow2"), &b).unwrap();
+    assert_bounded_error(
+        &["--disk", &format!("path={}", p("enc.qcow2"))],
+        "encrypted",
+    );
+    qemu_img(&["create", "-f", "raw", &p("base.raw"), "1M"]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        &p("top.qcow2"),
+    ]);
+    let top = format!("path={}", p("top.qcow2"));
+    // The base may not be attached too: the overlay's chain holds it.
+    assert_bounded_error(
+        &["--disk", &top, "--disk", &format!("path={}", p("base.raw"))],
+        "is attached twice",
+    );
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p("base.raw"))
+        .unwrap();
+    hold_lock(&holder, true);
+    assert_bounded_error(&["--disk", &top], "another user writes it");
+}

@@ -6,6 +6,7 @@
 //! `assert!` or any other panic is a bug in DuVisor.
 
 mod mmio;
+mod qcow2;
 mod sbi;
 mod virtio;
 
@@ -21,6 +22,7 @@ use clap::Parser;
 
 pub use dvext::fuzzing::Input;
 pub use mmio::mmio_decode;
+pub use qcow2::{qcow2, qcow2_template, Qcow2Run};
 pub use sbi::sbi;
 pub use virtio::{virtio_queue, VirtioRun};
 

@@ -18,6 +18,7 @@ use vm_memory::GuestMemoryMmap;
 use super::chain::{self, Buffers, Seg};
 use super::{run_queues, serve_queue, Activation, Handled, VirtioDevice, ID_BLOCK};
 use crate::sandbox::ThreadClass;
+use crate::storage::{self, Image};
 
 pub const SECTOR: u64 = 512;
 
@@ -162,7 +163,7 @@ pub fn parse_request(mem: &GuestMemoryMmap, b: &Buffers) -> Result<Request, Pars
 
 /// The image and its properties.
 pub struct Disk {
-    file: File,
+    image: Image,
     path: PathBuf,
     sectors: u64,
     readonly: bool,
@@ -176,41 +177,22 @@ impl Disk {
     /// either writes.
     pub fn open(spec: &DiskSpec) -> anyhow::Result<Disk> {
         let p = &spec.path;
-        let kind_error = |t: std::fs::FileType| {
-            anyhow::anyhow!(
-                "disk {} is {}, not a regular file or block device",
-                p.display(),
-                crate::vm::file_kind(t)
-            )
-        };
-        let usable = |t: std::fs::FileType| {
-            use std::os::unix::fs::FileTypeExt;
-            t.is_file() || t.is_block_device()
-        };
-        // Checked before opening so that a FIFO (whose open may block, or fail oddly without
-        // blocking) gets the same message; and again on the descriptor, which is what counts.
-        let md = std::fs::metadata(p).with_context(|| format!("disk {}", p.display()))?;
-        if !usable(md.file_type()) {
-            return Err(kind_error(md.file_type()));
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!spec.readonly)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(p)
-            .with_context(|| format!("disk {}", p.display()))?;
-        let md = file
-            .metadata()
-            .with_context(|| format!("disk {}", p.display()))?;
-        if !usable(md.file_type()) {
-            return Err(kind_error(md.file_type()));
-        }
-        lock(&file, &md, spec.readonly)
-            .map_err(|e| anyhow::anyhow!("disk {}: {e}", p.display()))?;
-        let size = if md.file_type().is_block_device_like() {
-            block_device_size(&file).with_context(|| format!("disk {}", p.display()))?
+        let (file, size, ident) = open_checked(p, spec.readonly)
+            .map_err(|e| anyhow::anyhow!("disk {}{e}", p.display()))?;
+        let is_qcow2 =
+            crate::storage::is_qcow2(&file).with_context(|| format!("disk {}", p.display()))?;
+        let (image, size) = if is_qcow2 {
+            let mut open_backing = |bp: &Path| {
+                open_checked(bp, true).map_err(|e| {
+                    anyhow::anyhow!("{}", e.to_string().trim_start_matches(": ").trim_start())
+                })
+            };
+            let q = storage::open_chain(file, size, p, ident, !spec.readonly, &mut open_backing)
+                .map_err(|e| anyhow::anyhow!("disk {}: {e}", p.display()))?;
+            let size = q.size();
+            (Image::Qcow2(std::sync::Mutex::new(Box::new(q))), size)
         } else {
-            md.len()
+            (Image::Raw(file), size)
         };
         if size % SECTOR != 0 {
             bail!(
@@ -227,7 +209,7 @@ impl Disk {
             *d = s;
         }
         Ok(Disk {
-            file,
+            image,
             path: p.clone(),
             sectors: size / SECTOR,
             readonly: spec.readonly,
@@ -242,6 +224,48 @@ impl Disk {
     pub fn sectors(&self) -> u64 {
         self.sectors
     }
+}
+
+/// Open an image file (the disk itself, or read-only a file of its backing chain): it must
+/// exist and be a regular file or block device, and no other user may hold it ([`lock`]).
+/// Returns the file, its size and its identity (device, inode). An error's text follows the
+/// file's name: " is a directory, …" or ": reason".
+fn open_checked(p: &Path, readonly: bool) -> anyhow::Result<(File, u64, (u64, u64))> {
+    use std::os::unix::fs::MetadataExt;
+    let kind_error = |t: std::fs::FileType| {
+        anyhow::anyhow!(
+            " is {}, not a regular file or block device",
+            crate::vm::file_kind(t)
+        )
+    };
+    let usable = |t: std::fs::FileType| {
+        use std::os::unix::fs::FileTypeExt;
+        t.is_file() || t.is_block_device()
+    };
+    let io = |e: std::io::Error| anyhow::anyhow!(": {e}");
+    // Checked before opening so that a FIFO (whose open may block, or fail oddly without
+    // blocking) gets the same message; and again on the descriptor, which is what counts.
+    let md = std::fs::metadata(p).map_err(io)?;
+    if !usable(md.file_type()) {
+        return Err(kind_error(md.file_type()));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!readonly)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(p)
+        .map_err(io)?;
+    let md = file.metadata().map_err(io)?;
+    if !usable(md.file_type()) {
+        return Err(kind_error(md.file_type()));
+    }
+    lock(&file, &md, readonly).map_err(|e| anyhow::anyhow!(": {e}"))?;
+    let size = if md.file_type().is_block_device_like() {
+        block_device_size(&file).map_err(io)?
+    } else {
+        md.len()
+    };
+    Ok((file, size, (md.dev(), md.ino())))
 }
 
 trait BlockLike {
@@ -440,7 +464,15 @@ impl VirtioDevice for Blk {
         crate::sandbox::spawn(ThreadClass::BlockIo, "virtio-blk", move || {
             run_queues(act, |_, q, mem, irq| {
                 serve_queue(q, mem, irq, |b| handle_chain(&disk, mem, &b, writethrough))
-            })
+            });
+            // Stopped (reset, or the VM ends): a qcow2 image's cached metadata reaches the
+            // file even if the guest never flushed (`sync` on a bare block device does not),
+            // as QEMU flushes its images when it closes them.
+            if let Image::Qcow2(_) = disk.image {
+                if let Err(e) = disk.sync() {
+                    tracing::error!("disk {}: flushing at stop: {e}", disk.path.display());
+                }
+            }
         })
     }
 }
@@ -484,7 +516,7 @@ pub fn execute(disk: &Disk, mem: &GuestMemoryMmap, req: &Request, writethrough: 
             let Some(off) = range(len) else {
                 return (S_IOERR, 0);
             };
-            match transfer(disk, mem, &req.data_out, off, false) {
+            match disk.read(mem, &req.data_out, off) {
                 Ok(()) => (S_OK, len as u32),
                 Err(_) => (S_IOERR, 0),
             }
@@ -497,16 +529,16 @@ pub fn execute(disk: &Disk, mem: &GuestMemoryMmap, req: &Request, writethrough: 
             let Some(off) = range(len) else {
                 return (S_IOERR, 0);
             };
-            if transfer(disk, mem, &req.data_in, off, true).is_err() {
+            if disk.write(mem, &req.data_in, off).is_err() {
                 return (S_IOERR, 0);
             }
-            if writethrough && disk.file.sync_data().is_err() {
+            if writethrough && disk.sync().is_err() {
                 return (S_IOERR, 0);
             }
             (S_OK, 0)
         }
         T_FLUSH => {
-            if disk.readonly || disk.file.sync_data().is_ok() {
+            if disk.readonly || disk.sync().is_ok() {
                 (S_OK, 0)
             } else {
                 (S_IOERR, 0)
@@ -550,39 +582,128 @@ pub fn execute(disk: &Disk, mem: &GuestMemoryMmap, req: &Request, writethrough: 
             {
                 return (S_IOERR, 0);
             }
-            let r = if req.header.kind == T_DISCARD || flags & WZ_UNMAP != 0 {
-                // A punched hole reads as zeroes, so it also serves write-zeroes with unmap.
-                fallocate(
-                    &disk.file,
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    off,
-                    len,
-                )
-            } else {
-                fallocate(
-                    &disk.file,
-                    libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-                    off,
-                    len,
-                )
-            };
-            let r = match r {
-                Err(e)
-                    if req.header.kind == T_WRITE_ZEROES
-                        && e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-                {
-                    write_zeroes(&disk.file, off, len)
-                }
-                r => r,
-            };
+            let unmap = req.header.kind == T_DISCARD || flags & WZ_UNMAP != 0;
+            let r = disk.zero(off, len, unmap, req.header.kind == T_WRITE_ZEROES);
             match r {
-                Ok(()) if writethrough && disk.file.sync_data().is_err() => (S_IOERR, 0),
+                Ok(()) if writethrough && disk.sync().is_err() => (S_IOERR, 0),
                 Ok(()) => (S_OK, 0),
                 Err(_) => (S_IOERR, 0),
             }
         }
         _ => (S_UNSUPP, 0),
     }
+}
+
+/// Largest bounce buffer a qcow2 request uses at once.
+const BOUNCE: u64 = 1 << 20;
+
+impl Disk {
+    /// The raw image's file (tests of the vectored path).
+    #[cfg(test)]
+    fn raw(&self) -> &File {
+        match &self.image {
+            Image::Raw(f) => f,
+            Image::Qcow2(_) => panic!("not a raw image"),
+        }
+    }
+
+    /// Read guest offset `off` into `segs` (in guest RAM; checked).
+    fn read(&self, mem: &GuestMemoryMmap, segs: &[Seg], off: u64) -> std::io::Result<()> {
+        match &self.image {
+            Image::Raw(f) => transfer(f, mem, segs, off, false),
+            Image::Qcow2(q) => {
+                let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+                bounce(segs, off, |segs, off, buf| {
+                    q.read_at(buf, off).map_err(std::io::Error::other)?;
+                    chain::write_bytes(mem, segs, buf).map_err(std::io::Error::other)?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    /// Write `segs` (in guest RAM; checked) at guest offset `off`.
+    fn write(&self, mem: &GuestMemoryMmap, segs: &[Seg], off: u64) -> std::io::Result<()> {
+        match &self.image {
+            Image::Raw(f) => transfer(f, mem, segs, off, true),
+            Image::Qcow2(q) => {
+                let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+                bounce(segs, off, |segs, off, buf| {
+                    chain::read_bytes(mem, segs, buf).map_err(std::io::Error::other)?;
+                    q.write_at(buf, off).map_err(std::io::Error::other)
+                })
+            }
+        }
+    }
+
+    /// Make every completed write durable, data and metadata.
+    fn sync(&self) -> std::io::Result<()> {
+        match &self.image {
+            Image::Raw(f) => f.sync_data(),
+            Image::Qcow2(q) => q
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush()
+                .map_err(std::io::Error::other),
+        }
+    }
+
+    /// Zero `len` bytes at `off`, deallocating when `unmap` (discard, write-zeroes with unmap);
+    /// `may_write`: a raw image on a file system that cannot do it writes zeroes instead.
+    fn zero(&self, off: u64, len: u64, unmap: bool, may_write: bool) -> std::io::Result<()> {
+        match &self.image {
+            Image::Raw(f) => {
+                let r = if unmap {
+                    // A punched hole reads as zeroes, so it also serves write-zeroes with unmap.
+                    fallocate(
+                        f,
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        off,
+                        len,
+                    )
+                } else {
+                    fallocate(
+                        f,
+                        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                        off,
+                        len,
+                    )
+                };
+                match r {
+                    Err(e) if may_write && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                        write_zeroes(f, off, len)
+                    }
+                    r => r,
+                }
+            }
+            // qcow2 deallocates whole clusters and writes zeroes into partial ones either way.
+            Image::Qcow2(q) => q
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_zeroes(off, len)
+                .map_err(std::io::Error::other),
+        }
+    }
+}
+
+/// Run `f` over `segs` in pieces of at most [`BOUNCE`] bytes, each with a buffer of its size
+/// and its guest offset: a request's memory use stays bounded however long its chain.
+fn bounce(
+    segs: &[Seg],
+    mut off: u64,
+    mut f: impl FnMut(&[Seg], u64, &mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut rest = segs.to_vec();
+    let mut buf = Vec::new();
+    while chain::total(&rest) > 0 {
+        let n = chain::total(&rest).min(BOUNCE);
+        let (head, tail) = chain::split_at(&rest, n);
+        buf.resize(n as usize, 0);
+        f(&head, off, &mut buf)?;
+        off += n;
+        rest = tail;
+    }
+    Ok(())
 }
 
 fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> std::io::Result<()> {
@@ -615,13 +736,13 @@ const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
 /// `pwritev` per request rather than a call per segment (a 1 MiB direct-I/O request arrives
 /// as up to `SEG_MAX` 4 KiB pages), with segments that are adjacent in host memory merged.
 fn transfer(
-    disk: &Disk,
+    file: &File,
     mem: &GuestMemoryMmap,
     segs: &[Seg],
     mut off: u64,
     to_file: bool,
 ) -> std::io::Result<()> {
-    let fd = disk.file.as_raw_fd();
+    let fd = file.as_raw_fd();
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(segs.len());
     for &s in segs.iter().filter(|s| s.len > 0) {
         let ptr = chain::host_ptr(mem, s).map_err(std::io::Error::other)?;

@@ -355,7 +355,7 @@ fn scattered_segments_move_in_order_merged_or_not() {
         seg(DATA + 0x400, 512),
         seg(DATA + 0x6000, 1024),
     ];
-    transfer(&d, &m, &segs, 512, false).unwrap();
+    transfer(d.raw(), &m, &segs, 512, false).unwrap();
     let mut got = Vec::new();
     for s in &segs {
         let mut b = vec![0u8; s.len as usize];
@@ -372,7 +372,7 @@ fn scattered_segments_move_in_order_merged_or_not() {
             .unwrap();
         at += n;
     }
-    transfer(&d, &m, &segs, 1024, true).unwrap();
+    transfer(d.raw(), &m, &segs, 1024, true).unwrap();
     let f = std::fs::read(&p).unwrap();
     assert_eq!(&f[1024..1024 + 3072], &data[..]);
     assert_eq!(&f[..1024], &img[..1024]);
@@ -389,7 +389,7 @@ fn more_segments_than_one_call_takes() {
     let segs: Vec<Seg> = (0..n as u64)
         .map(|k| seg(RAM + 0x1_0000 + k * 768, 512))
         .collect();
-    transfer(&d, &m, &segs, 0, false).unwrap();
+    transfer(d.raw(), &m, &segs, 0, false).unwrap();
     for (k, s) in segs.iter().enumerate() {
         let mut b = vec![0u8; 512];
         m.read_slice(&mut b, GuestAddress(s.addr)).unwrap();
