@@ -178,15 +178,12 @@ impl Disk {
     pub fn open(spec: &DiskSpec) -> anyhow::Result<Disk> {
         let p = &spec.path;
         let (file, size, ident) = open_checked(p, spec.readonly)
-            .map_err(|e| anyhow::anyhow!("disk {}{e}", p.display()))?;
+            .map_err(|e| anyhow::anyhow!("disk {}{}{e}", p.display(), e.separator()))?;
         let is_qcow2 =
             crate::storage::is_qcow2(&file).with_context(|| format!("disk {}", p.display()))?;
         let (image, size) = if is_qcow2 {
-            let mut open_backing = |bp: &Path| {
-                open_checked(bp, true).map_err(|e| {
-                    anyhow::anyhow!("{}", e.to_string().trim_start_matches(": ").trim_start())
-                })
-            };
+            let mut open_backing =
+                |bp: &Path| open_checked(bp, true).map_err(|e| anyhow::anyhow!("{e}"));
             let q = storage::open_chain(file, size, p, ident, !spec.readonly, &mut open_backing)
                 .map_err(|e| anyhow::anyhow!("disk {}: {e}", p.display()))?;
             let size = q.size();
@@ -226,57 +223,57 @@ impl Disk {
     }
 }
 
+/// Why an image file cannot be used; its text follows the file's name ([`OpenError::separator`]).
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("is {0}, not a regular file or block device")]
+    Kind(&'static str),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// In use by another user (see [`lock`]).
+    #[error("{0}")]
+    Locked(String),
+}
+
+impl OpenError {
+    /// What goes between the file's name and the reason: "d.img is a FIFO, ...", "d.img: ...".
+    fn separator(&self) -> &'static str {
+        match self {
+            OpenError::Kind(_) => " ",
+            _ => ": ",
+        }
+    }
+}
+
 /// Open an image file (the disk itself, or read-only a file of its backing chain): it must
 /// exist and be a regular file or block device, and no other user may hold it ([`lock`]).
-/// Returns the file, its size and its identity (device, inode). An error's text follows the
-/// file's name: " is a directory, …" or ": reason".
-fn open_checked(p: &Path, readonly: bool) -> anyhow::Result<(File, u64, (u64, u64))> {
-    use std::os::unix::fs::MetadataExt;
-    let kind_error = |t: std::fs::FileType| {
-        anyhow::anyhow!(
-            " is {}, not a regular file or block device",
-            crate::vm::file_kind(t)
-        )
+/// Returns the file, its size and its identity (device, inode).
+fn open_checked(p: &Path, readonly: bool) -> Result<(File, u64, (u64, u64)), OpenError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let check = |t: std::fs::FileType| {
+        if t.is_file() || t.is_block_device() {
+            Ok(())
+        } else {
+            Err(OpenError::Kind(crate::vm::file_kind(t)))
+        }
     };
-    let usable = |t: std::fs::FileType| {
-        use std::os::unix::fs::FileTypeExt;
-        t.is_file() || t.is_block_device()
-    };
-    let io = |e: std::io::Error| anyhow::anyhow!(": {e}");
     // Checked before opening so that a FIFO (whose open may block, or fail oddly without
     // blocking) gets the same message; and again on the descriptor, which is what counts.
-    let md = std::fs::metadata(p).map_err(io)?;
-    if !usable(md.file_type()) {
-        return Err(kind_error(md.file_type()));
-    }
+    check(std::fs::metadata(p)?.file_type())?;
     let file = OpenOptions::new()
         .read(true)
         .write(!readonly)
         .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(p)
-        .map_err(io)?;
-    let md = file.metadata().map_err(io)?;
-    if !usable(md.file_type()) {
-        return Err(kind_error(md.file_type()));
-    }
-    lock(&file, &md, readonly).map_err(|e| anyhow::anyhow!(": {e}"))?;
-    let size = if md.file_type().is_block_device_like() {
-        block_device_size(&file).map_err(io)?
+        .open(p)?;
+    let md = file.metadata()?;
+    check(md.file_type())?;
+    lock(&file, &md, readonly).map_err(OpenError::Locked)?;
+    let size = if md.file_type().is_block_device() {
+        block_device_size(&file)?
     } else {
         md.len()
     };
     Ok((file, size, (md.dev(), md.ino())))
-}
-
-trait BlockLike {
-    fn is_block_device_like(&self) -> bool;
-}
-
-impl BlockLike for std::fs::FileType {
-    fn is_block_device_like(&self) -> bool {
-        use std::os::unix::fs::FileTypeExt;
-        self.is_block_device()
-    }
 }
 
 /// Lock the image as its user, with open-file-description locks (two opens in one process
