@@ -22,8 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Boot a Linux kernel (RISC-V Image) in a new VM; the terminal is its serial console
-    /// (Ctrl-A x quits).
+    /// Boot a Linux kernel (RISC-V Image), or a boot loader that boots one from a disk, in a
+    /// new VM; the terminal is its serial console (Ctrl-A x quits).
     Run(RunArgs),
     /// Download Debian's riscv64 kernel and busybox and build a test initramfs (cached).
     FetchGuest(FetchArgs),
@@ -79,16 +79,35 @@ pub struct MachineArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Linux kernel Image.
-    #[arg(long)]
-    pub kernel: PathBuf,
-    /// Initial ramdisk.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "firmware")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk (with --kernel).
+    #[arg(long, requires = "kernel")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    /// Kernel command line (with --kernel).
+    #[arg(long, requires = "kernel", default_value = DEFAULT_CMDLINE)]
     pub cmdline: String,
+    /// An S-mode boot loader (raw binary, e.g. Debian's u-boot-qemu
+    /// /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin), loaded and entered where a kernel
+    /// would be; it boots the kernel it finds on the disks. Not with --kernel.
+    #[arg(long, conflicts_with = "kernel", value_name = "FILE")]
+    pub firmware: Option<PathBuf>,
     #[command(flatten)]
     pub machine: MachineArgs,
+}
+
+impl RunArgs {
+    /// What the VM boots; clap has already refused a firmware given with a kernel.
+    pub fn boot(&self) -> crate::vm::Boot {
+        match (&self.firmware, &self.kernel) {
+            (Some(fw), _) => crate::vm::Boot::Firmware(fw.clone()),
+            (None, kernel) => crate::vm::Boot::Kernel {
+                image: kernel.clone().unwrap_or_default(),
+                initrd: self.initrd.clone(),
+                cmdline: self.cmdline.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -166,8 +185,30 @@ mod tests {
         assert_eq!(r.cmdline, DEFAULT_CMDLINE);
         assert!(
             Cli::try_parse_from(["duvisor", "run"]).is_err(),
-            "--kernel is required"
+            "--kernel or --firmware is required"
         );
+    }
+
+    #[test]
+    fn firmware_excludes_a_kernel_and_its_options() {
+        let c = Cli::try_parse_from(["duvisor", "run", "--firmware", "u-boot.bin"]).unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert!(matches!(r.boot(), crate::vm::Boot::Firmware(p) if p == PathBuf::from("u-boot.bin")));
+        for extra in [
+            &["--kernel", "k"][..],
+            &["--initrd", "i"][..],
+            &["--cmdline", "console=ttyS0"][..],
+        ] {
+            let mut argv = vec!["duvisor", "run", "--firmware", "u-boot.bin"];
+            argv.extend_from_slice(extra);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?} accepted");
+        }
+        let c = Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--initrd", "i"]).unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert!(matches!(
+            r.boot(),
+            crate::vm::Boot::Kernel { initrd: Some(_), ref cmdline, .. } if cmdline == DEFAULT_CMDLINE
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use duvisor::console::{stdin_is_tty, Console};
 use duvisor::guest_fetch;
 use duvisor::sandbox::ThreadClass;
 use duvisor::vm::control::Outcome;
-use duvisor::vm::{Vm, VmConfig, DEFAULT_CMDLINE};
+use duvisor::vm::{Boot, Vm, VmConfig, DEFAULT_CMDLINE};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(a) => {
-            let cfg = config(a.kernel, a.initrd, a.cmdline, &a.machine);
+            let cfg = config(a.boot(), &a.machine);
             run(cfg, &a.machine)
         }
         Command::FetchGuest(a) => {
@@ -43,22 +43,20 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Demo(a) => {
             let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
             let g = guest_fetch::fetch_guest(&dir, true)?;
-            let cfg = config(g.kernel, Some(g.initrd), DEFAULT_CMDLINE.into(), &a.machine);
+            let boot = Boot::Kernel {
+                image: g.kernel,
+                initrd: Some(g.initrd),
+                cmdline: DEFAULT_CMDLINE.into(),
+            };
+            let cfg = config(boot, &a.machine);
             run(cfg, &a.machine)
         }
     }
 }
 
-fn config(
-    kernel: std::path::PathBuf,
-    initrd: Option<std::path::PathBuf>,
-    cmdline: String,
-    m: &MachineArgs,
-) -> VmConfig {
+fn config(boot: Boot, m: &MachineArgs) -> VmConfig {
     VmConfig {
-        kernel,
-        initrd,
-        cmdline,
+        boot,
         cpus: m.cpus,
         memory: m.memory,
         map_all: m.map_all,
