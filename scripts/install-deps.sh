@@ -2,8 +2,9 @@
 # Install what building and testing duvisor needs on a Debian bookworm host: the riscv64
 # binutils (the dvext tests assemble their guest programs), cpio (initramfs round-trip test),
 # QEMU 10 from bookworm-backports (the reference the boot tests and benchmarks compare to),
-# qemu-utils (qemu-img and qemu-io: the qcow2 tests' reference), and
-# passt (the user-mode networking back end of `duvisor run --net passt`).
+# qemu-utils (qemu-img and qemu-io: the qcow2 tests' reference),
+# passt (the user-mode networking back end of `duvisor run --net passt`), and Debian's S-mode
+# U-Boot (u-boot-qemu) with mkfs.ext4 and sfdisk to make the disks the firmware tests boot.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -15,6 +16,9 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v passt >/dev/null || need+=(passt)  # user-mode networking back end of --net passt
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || need+=(qemu-utils)  # qcow2 tests compare with qemu-img/qemu-io
+[ -e /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)  # duvisor run --firmware tests
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v sfdisk >/dev/null || need+=(fdisk)
 command -v ip >/dev/null || need+=(iproute2)  # the network tests and benchmark rows create namespaces, TAP and veth interfaces
 want_qemu=0
 if ! command -v qemu-system-riscv64 >/dev/null; then want_qemu=1; fi

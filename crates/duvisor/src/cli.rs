@@ -82,15 +82,15 @@ pub struct RunArgs {
     #[arg(long, required_unless_present = "firmware")]
     pub kernel: Option<PathBuf>,
     /// Initial ramdisk (with --kernel).
-    #[arg(long, requires = "kernel")]
+    #[arg(long)]
     pub initrd: Option<PathBuf>,
     /// Kernel command line (with --kernel).
-    #[arg(long, requires = "kernel", default_value = DEFAULT_CMDLINE)]
+    #[arg(long, default_value = DEFAULT_CMDLINE)]
     pub cmdline: String,
     /// An S-mode boot loader (raw binary, e.g. Debian's u-boot-qemu
     /// /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin), loaded and entered where a kernel
     /// would be; it boots the kernel it finds on the disks. Not with --kernel.
-    #[arg(long, conflicts_with = "kernel", value_name = "FILE")]
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"], value_name = "FILE")]
     pub firmware: Option<PathBuf>,
     #[command(flatten)]
     pub machine: MachineArgs,
@@ -193,7 +193,9 @@ mod tests {
     fn firmware_excludes_a_kernel_and_its_options() {
         let c = Cli::try_parse_from(["duvisor", "run", "--firmware", "u-boot.bin"]).unwrap();
         let Command::Run(r) = c.command else { panic!() };
-        assert!(matches!(r.boot(), crate::vm::Boot::Firmware(p) if p == PathBuf::from("u-boot.bin")));
+        assert!(
+            matches!(r.boot(), crate::vm::Boot::Firmware(p) if p == std::path::Path::new("u-boot.bin"))
+        );
         for extra in [
             &["--kernel", "k"][..],
             &["--initrd", "i"][..],

@@ -512,6 +512,30 @@ mod tests {
     }
 
     #[test]
+    fn free_space_grows_the_blob_and_its_header_only() {
+        let mut s = spec();
+        s.cmdline.clear();
+        let blob = build_fdt(&s).unwrap();
+        let exact = blob.len();
+        let padded = with_free_space(blob.clone(), 64 << 10).unwrap();
+        assert_eq!(padded.len(), 64 << 10);
+        assert_eq!(padded[4..8], (64u32 << 10).to_be_bytes());
+        assert_eq!(
+            padded[8..exact],
+            blob[8..],
+            "structure, strings, offsets unchanged"
+        );
+        assert!(padded[exact..].iter().all(|&b| b == 0));
+        let fdt = Fdt::new(&padded).unwrap();
+        assert_eq!(fdt.total_size(), 64 << 10);
+        // No bootargs at all when there is no command line (a boot loader writes them).
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert!(chosen.property("bootargs").is_none());
+        assert!(with_free_space(blob.clone(), exact - 1).is_err());
+        assert!(with_free_space(vec![0; 64], 4096).is_err());
+    }
+
+    #[test]
     fn optional_parts() {
         let mut s = spec();
         s.initrd = None;

@@ -515,8 +515,12 @@ mod tests {
             Err(LoaderError::EmptyFirmware)
         );
         assert!(matches!(
-            plan_firmware_layout(RAM, 4 * MIB, 2 * MIB, 4096),
+            plan_firmware_layout(RAM, 4 * MIB, 3 * MIB, 4096),
             Err(LoaderError::KernelTooBig { .. })
+        ));
+        assert!(matches!(
+            plan_firmware_layout(RAM, 4 * MIB, 2 * MIB, 4096),
+            Err(LoaderError::MemoryTooSmall { .. })
         ));
     }
 }
