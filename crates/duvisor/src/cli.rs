@@ -228,4 +228,28 @@ mod tests {
             Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--net", "udp=1"]).is_err()
         );
     }
+
+    #[test]
+    fn a_host_port_forwarded_by_two_devices_is_a_usage_error() {
+        let parse = |nets: &[&str]| {
+            let mut args = vec!["duvisor", "demo"];
+            for n in nets {
+                args.extend(["--net", n]);
+            }
+            Cli::try_parse_from(args).unwrap()
+        };
+        let c = parse(&["passt,hostfwd=tcp:2222:22", "passt,hostfwd=udp:2222:22"]);
+        assert!(c.validate().is_ok(), "tcp and udp ports are apart");
+        let c = parse(&[
+            "passt,hostfwd=tcp:2222:22",
+            "passt,hostfwd=tcp:[::1]:2222:23",
+        ]);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(
+            e.to_string()
+                .contains("--net: host port tcp 2222 is forwarded twice"),
+            "{e}"
+        );
+    }
 }
