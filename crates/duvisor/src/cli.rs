@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::devices::virtio::blk::DiskSpec;
-use crate::devices::virtio::net::NetSpec;
+use crate::devices::virtio::net::{check_host_ports, NetSpec};
 use crate::vm::DEFAULT_CMDLINE;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,24 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+impl Cli {
+    /// What clap cannot check one value at a time: a host port forwarded by two `--net`s.
+    /// A usage error, like a bad value.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        let machine = match &self.command {
+            Command::Run(r) => &r.machine,
+            Command::Demo(d) => &d.machine,
+            Command::FetchGuest(_) => return Ok(()),
+        };
+        check_host_ports(&machine.nets).map_err(|e| {
+            <Cli as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--net: {e}"),
+            )
+        })
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct MachineArgs {
     /// Number of vCPUs (1..=64).
@@ -48,8 +66,13 @@ pub struct MachineArgs {
     /// A virtio-blk disk backed by a raw image: path=FILE[,readonly] (repeatable).
     #[arg(long = "disk", value_name = "path=FILE[,readonly]")]
     pub disks: Vec<DiskSpec>,
-    /// A virtio-net device: tap=NAME or passt, optionally ,mac=52:54:00:12:34:56 (repeatable).
-    #[arg(long = "net", value_name = "tap=NAME|passt[,mac=MAC]")]
+    /// A virtio-net device: tap=NAME or passt, optionally ,mac=52:54:00:12:34:56 and (passt
+    /// only) ,hostfwd=tcp:2222:22 or ,hostfwd=udp:127.0.0.1:5353:53 forwarding a host port
+    /// to the guest (both repeatable).
+    #[arg(
+        long = "net",
+        value_name = "tap=NAME|passt[,mac=MAC][,hostfwd=tcp|udp:[ADDR:]HOSTPORT:GUESTPORT]..."
+    )]
     pub nets: Vec<NetSpec>,
     /// A virtio-rng device fed from the host's getrandom.
     #[arg(long)]
@@ -246,6 +269,30 @@ mod tests {
         );
         assert!(
             Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--net", "udp=1"]).is_err()
+        );
+    }
+
+    #[test]
+    fn a_host_port_forwarded_by_two_devices_is_a_usage_error() {
+        let parse = |nets: &[&str]| {
+            let mut args = vec!["duvisor", "demo"];
+            for n in nets {
+                args.extend(["--net", n]);
+            }
+            Cli::try_parse_from(args).unwrap()
+        };
+        let c = parse(&["passt,hostfwd=tcp:2222:22", "passt,hostfwd=udp:2222:22"]);
+        assert!(c.validate().is_ok(), "tcp and udp ports are apart");
+        let c = parse(&[
+            "passt,hostfwd=tcp:2222:22",
+            "passt,hostfwd=tcp:[::1]:2222:23",
+        ]);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(
+            e.to_string()
+                .contains("--net: host port tcp 2222 is forwarded twice"),
+            "{e}"
         );
     }
 }

@@ -328,6 +328,8 @@ fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Arc<dyn VirtioDevice>>> {
     for d in &cfg.disks {
         devs.push(Arc::new(Blk::new(Disk::open(d)?)));
     }
+    crate::devices::virtio::net::check_host_ports(&cfg.nets)
+        .map_err(|e| anyhow::anyhow!("--net: {e}"))?;
     for (i, n) in cfg.nets.iter().enumerate() {
         devs.push(crate::devices::virtio::net::open(n, i)?);
     }
