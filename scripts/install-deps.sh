@@ -32,4 +32,25 @@ if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ]; then
     [ ${#need[@]} -gt 0 ] && $SUDO apt-get install -y -qq "${need[@]}"
     [ $want_qemu = 1 ] && $SUDO apt-get install -y -qq -t bookworm-backports qemu-system-misc
 fi
-echo "dependencies ready: $(riscv64-linux-gnu-as --version | head -1); $(qemu-system-riscv64 --version | head -1)"
+
+# bookworm's passt (snapshot 2023-03-09) never completes the handshake of a TCP connection to a
+# forwarded port (it ignores the guest's SYN-ACK; QEMU with it fails alike), so
+# `--net passt,hostfwd=tcp:...` needs a newer one. Build trixie's from Debian's source tarball
+# (pinned by checksum) into /usr/local/bin, which comes first on PATH, with its AVX2 twin that
+# it runs when the CPU has AVX2. About 45 s. (passt --version prints nothing when run without a
+# terminal, so the check reads the version built into the binary.)
+PASST_VERSION=0.0~git20250503.587980c
+PASST_SHA256=69d5eb843f7d648c2cc60bfbca6ea7b5014c6b6f07cdee362c2a8cf490515a49
+if ! grep -qaF "$PASST_VERSION" /usr/local/bin/passt 2>/dev/null; then
+    command -v make >/dev/null && command -v cc >/dev/null && command -v curl >/dev/null \
+        || $SUDO apt-get install -y -qq make gcc curl
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    curl -fsSL -o "$tmp/passt.tar.xz" \
+        "http://deb.debian.org/debian/pool/main/p/passt/passt_${PASST_VERSION}.orig.tar.xz"
+    echo "$PASST_SHA256  $tmp/passt.tar.xz" | sha256sum -c --quiet
+    tar -C "$tmp" -xJf "$tmp/passt.tar.xz"
+    make -C "$tmp"/passt-* -s passt passt.avx2 VERSION="$PASST_VERSION" >/dev/null
+    $SUDO install -m 0755 "$tmp"/passt-*/passt "$tmp"/passt-*/passt.avx2 /usr/local/bin/
+fi
+echo "dependencies ready: $(riscv64-linux-gnu-as --version | head -1); $(qemu-system-riscv64 --version | head -1); passt $PASST_VERSION"

@@ -303,14 +303,19 @@ fn missing_passt_is_a_one_line_error() {
 
 #[test]
 fn passt_that_cannot_start_is_a_one_line_error() {
-    // A namespace with no interface but lo: passt finds no address to give the guest and
-    // exits at once; its complaint is the error.
-    assert_root();
-    let ns = Netns::new("nolink");
+    // A passt that complains and exits at once (as one does on a host with no usable
+    // interface, or with an option it does not know): its complaint is the error.
+    let fake = TempPath::with(
+        "passt",
+        b"#!/bin/sh\necho 'No external interface usable for this test' >&2\nexit 1\n",
+    );
+    std::fs::set_permissions(&*fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let g = guest();
+    let mut cmd = duvisor_cmd(&g, 1, &["--net", "passt"]);
+    cmd.env("DUVISOR_PASST", &*fake);
     one_line_error(
-        ns.exec(duvisor_cmd(&g, 1, &["--net", "passt"])),
-        "failed to start (exit status 1): No external routable interface for IPv4",
+        cmd,
+        "failed to start (exit status 1): No external interface usable for this test",
     );
 }
 
@@ -500,19 +505,14 @@ fn free_port(ns: &Netns) -> u16 {
 }
 
 /// `--net passt,hostfwd=...`: a UDP server in the guest answers the host through a forwarded
-/// host port, and a TCP connection to a forwarded port reaches the guest's listening port.
-///
-/// Known bug of bookworm's passt (snapshot 2023-03-09), with QEMU alike: for a connection the
-/// host opens to a forwarded TCP port, passt sends the guest its SYN but ignores the guest's
-/// SYN-ACK, so the handshake never completes and no data moves (seen in passt's own capture,
-/// `--pcap`, with duvisor and with QEMU `-netdev stream`). So the TCP part checks that the
-/// connection arrives at the guest's port (SYN_RECV there, or ESTABLISHED with a passt that
-/// works), not a data exchange.
+/// host port, and over a TCP connection the host opens to a forwarded port the guest's `nc`
+/// and the host exchange a line each way. (Bookworm's passt, 2023-03-09, never completes that
+/// handshake: it ignores the guest's SYN-ACK, with QEMU alike; scripts/install-deps.sh builds
+/// trixie's.)
 ///
 /// The host side acts when the guest says it is ready, never after a fixed pause: the UDP
 /// exchange once the echo server prints that it is bound, the TCP connection once `netstat`
-/// in the guest shows nc listening, and it stays open until the guest has looked. Every wait
-/// is bounded; a lost datagram is sent again.
+/// in the guest shows nc listening. Every wait is bounded; a lost datagram is sent again.
 #[test]
 fn passt_forwards_host_ports_to_the_guest() {
     assert_root();
@@ -548,8 +548,30 @@ fn passt_forwards_host_ports_to_the_guest() {
         listen_rx
             .recv_timeout(wait)
             .map_err(|_| "the guest's nc never listened")?;
-        let c = std::net::TcpStream::connect(("127.0.0.1", tcp_port))
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", tcp_port))
             .map_err(|e| format!("connecting to the forwarded port: {e}"))?;
+        c.set_read_timeout(Some(wait)).unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            match std::io::Read::read(&mut c, &mut byte) {
+                Ok(1) => line.push(byte[0]),
+                other => {
+                    return Err(format!(
+                        "reading the guest's line: {other:?} after {line:?}"
+                    ))
+                }
+            }
+        }
+        if line != b"guest-to-host\n" {
+            return Err(format!(
+                "the guest sent {:?}",
+                String::from_utf8_lossy(&line)
+            ));
+        }
+        std::io::Write::write_all(&mut c, b"host-to-guest\n").map_err(|e| e.to_string())?;
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        // Until the guest has its line: closing at once could cut the guest's nc short.
         let _ = seen_rx.recv_timeout(wait);
         drop(c);
         Ok((tries, from))
@@ -559,11 +581,11 @@ fn passt_forwards_host_ports_to_the_guest() {
         r#"ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2
 ping -c 1 -W 5 10.0.9.1 >/dev/null; echo "PI""NG=$?"
 {}/tmp/echo &
-nc -l -p 8022 </dev/null >/dev/null & N=$!
+(echo guest-to-host; sleep 60) | nc -l -p 8022 >/tmp/got & N=$!
 i=0; while [ $i -lt 300 ] && ! netstat -ltn | grep -q ':8022 '; do sleep 0.1; i=$((i+1)); done
 echo "LIS""TENING=$i"
-i=0; while [ $i -lt 900 ] && ! netstat -tn | grep -qE ':8022 .*(SYN_RECV|ESTABLISHED)'; do sleep 0.1; i=$((i+1)); done
-echo "TC""PSTATE=$(netstat -tn | grep ':8022 ' | awk '{{print $6}}' | head -n 1)"
+i=0; while [ $i -lt 900 ] && ! grep -q host-to-guest /tmp/got; do sleep 0.1; i=$((i+1)); done
+echo "TC""PGOT=$(cat /tmp/got)"
 kill $N 2>/dev/null
 poweroff -f"#,
         type_file("/tmp/echo", &udp_echo_elf())
@@ -575,7 +597,7 @@ poweroff -f"#,
     let opts = duvisor::guest_console::ConsoleOptions::new(&script, Duration::from_secs(240))
         .notify("ECHO-READY", echo_tx)
         .notify("LISTENING=", listen_tx)
-        .notify("TCPSTATE=", seen_tx);
+        .notify("TCPGOT=", seen_tx);
     let run =
         duvisor::guest_console::run_console(ns.exec(duvisor_cmd(&g, 1, &["--net", &fwd])), &opts)
             .unwrap();
@@ -587,10 +609,10 @@ poweroff -f"#,
     });
     eprintln!("UDP echo after {tries} datagram(s), from {from}");
     assert_eq!(run.expect_value("PING"), "0");
-    let state = run.expect_value("TCPSTATE");
-    assert!(
-        state == "SYN_RECV" || state == "ESTABLISHED",
-        "the connection to the forwarded port did not reach the guest: {state:?}\n{}",
+    assert_eq!(
+        run.expect_value("TCPGOT"),
+        "host-to-guest",
+        "{}",
         run.output
     );
     assert_eq!(run.status, Some(0), "{}", run.stderr);
@@ -622,14 +644,12 @@ fn passt_forward_that_cannot_bind_is_a_one_line_error() {
         ns.exec(duvisor_cmd(&g, 1, &["--net", &net])),
         "the host has no address 10.0.9.9",
     );
-    // The namespace has no IPv6 route, so passt leaves IPv6 alone.
+    // The namespace has no IPv6 route: bookworm's passt leaves IPv6 alone, trixie's cannot
+    // bind [::1]; either way the error names the port and passt's or the kernel's reason.
     let net = format!("passt,hostfwd=tcp:[::1]:{port}:22");
     one_line_error(
         ns.exec(duvisor_cmd(&g, 1, &["--net", &net])),
-        &format!(
-            "hostfwd=tcp:[::1]:{port}:22: cannot listen on tcp port [::1]:{port}: passt does \
-             not use IPv6 (the host has no IPv6 default route)"
-        ),
+        &format!("hostfwd=tcp:[::1]:{port}:22: cannot listen on tcp port [::1]:{port}: "),
     );
     drop(held);
 }

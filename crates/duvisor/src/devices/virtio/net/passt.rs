@@ -445,12 +445,30 @@ fn fwd_args(f: &HostFwd) -> [String; 2] {
 fn bind_failure(f: &HostFwd, passt_said: &str) -> String {
     let at = std::net::SocketAddr::new(f.bind_addr(), f.host_port);
     let what = format!("cannot listen on {} port {at}", f.proto);
-    // passt binds only the address families it found a host interface for.
+    // passt binds only the address families it found a host interface for (its message
+    // changed between the 2023 and 2025 snapshots).
     let family = if at.is_ipv6() { "IPv6" } else { "IPv4" };
-    if passt_said.contains(&format!("No external routable interface for {family}")) {
+    if passt_said.contains(&format!("No external routable interface for {family}"))
+        || passt_said.contains(&format!("No interfaces with usable {family} routes"))
+    {
         return format!(
             "{what}: passt does not use {family} (the host has no {family} default route)"
         );
+    }
+    // passt 2025 says why itself: "Failed to bind port N (REASON) for option ...".
+    if let Some(reason) = passt_said
+        .split(&format!("Failed to bind port {} (", f.host_port))
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+    {
+        return match reason {
+            "Address already in use" => format!("{what}: it is in use"),
+            "Cannot assign requested address" => {
+                format!("{what}: the host has no address {}", f.bind_addr())
+            }
+            "Permission denied" => format!("{what}: permission denied"),
+            r => format!("{what}: {}", r.to_lowercase()),
+        };
     }
     let probe = match f.proto {
         Proto::Tcp => std::net::TcpListener::bind(at).map(drop),
