@@ -7,7 +7,6 @@ use anyhow::Result;
 use clap::Parser;
 use duvisor::cli::{Cli, Command, MachineArgs};
 use duvisor::console::{stdin_is_tty, Console};
-use duvisor::guest_fetch;
 use duvisor::sandbox::ThreadClass;
 use duvisor::vm::control::Outcome;
 use duvisor::vm::{Vm, VmConfig, DEFAULT_CMDLINE};
