@@ -2,8 +2,11 @@
 # Install what building and testing duvisor needs on a Debian bookworm host: the riscv64
 # binutils (the dvext tests assemble their guest programs), cpio (initramfs round-trip test),
 # QEMU 10 from bookworm-backports (the reference the boot tests and benchmarks compare to),
-# qemu-utils (qemu-img and qemu-io: the qcow2 tests' reference), and
-# passt (the user-mode networking back end of `duvisor run --net passt`).
+# qemu-utils (qemu-img and qemu-io: the qcow2 tests' reference),
+# passt (the user-mode networking back end of `duvisor run --net passt`), and what
+# `duvisor fetch-guest --disk` builds Debian disk images with: mmdebstrap and qemu-user-static
+# (the riscv64 second stage; both from bookworm-backports), e2fsprogs and fdisk (mkfs.ext4 and
+# sfdisk), plus u-boot-qemu and openssh-client for the disk image test.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -16,10 +19,18 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v passt >/dev/null || need+=(passt)  # user-mode networking back end of --net passt
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || need+=(qemu-utils)  # qcow2 tests compare with qemu-img/qemu-io
 command -v ip >/dev/null || need+=(iproute2)  # the network tests and benchmark rows create namespaces, TAP and veth interfaces
+command -v mkfs.ext4 >/dev/null || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)  # disk images: the root file system
+command -v sfdisk >/dev/null || [ -x /usr/sbin/sfdisk ] || need+=(fdisk)  # disk images: the GPT
+[ -f /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)  # the disk image's boot loader
+command -v ssh-keygen >/dev/null || need+=(openssh-client)  # the disk image test logs in over ssh
 want_qemu=0
 if ! command -v qemu-system-riscv64 >/dev/null; then want_qemu=1; fi
+# Disk images: mmdebstrap 1.5 and QEMU 10's user-mode emulator for the riscv64 second stage.
+backports=()
+command -v mmdebstrap >/dev/null || backports+=(mmdebstrap)
+[ -e /usr/lib/binfmt.d/qemu-riscv64.conf ] || backports+=(qemu-user-static)
 
-if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ]; then
+if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ] || [ ${#backports[@]} -gt 0 ]; then
     if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
         printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
             | $SUDO tee /etc/apt/sources.list.d/duvisor-backports.sources >/dev/null
@@ -27,5 +38,6 @@ if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ]; then
     $SUDO apt-get update -qq
     [ ${#need[@]} -gt 0 ] && $SUDO apt-get install -y -qq "${need[@]}"
     [ $want_qemu = 1 ] && $SUDO apt-get install -y -qq -t bookworm-backports qemu-system-misc
+    [ ${#backports[@]} -gt 0 ] && $SUDO apt-get install -y -qq -t bookworm-backports "${backports[@]}"
 fi
 echo "dependencies ready: $(riscv64-linux-gnu-as --version | head -1); $(qemu-system-riscv64 --version | head -1)"

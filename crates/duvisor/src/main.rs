@@ -10,6 +10,7 @@ use duvisor::console::{stdin_is_tty, Console};
 use duvisor::sandbox::ThreadClass;
 use duvisor::vm::control::Outcome;
 use duvisor::vm::{Vm, VmConfig, DEFAULT_CMDLINE};
+use guest_fetch::disk::{self, DiskOptions};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -34,6 +35,22 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::FetchGuest(a) => {
             let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
+            if let Some(out) = a.disk {
+                let mut opts = DiskOptions::default();
+                if let Some(size) = a.size {
+                    opts.size = size;
+                }
+                if let Some(key) = a.ssh_key {
+                    opts.ssh_key = Some(disk::read_ssh_key(&key)?);
+                }
+                if let Some(h) = a.hostname {
+                    opts.hostname = h;
+                }
+                let img = disk::build_disk(&out, &opts, &dir, true)?;
+                println!("disk: {}", img.path.display());
+                println!("root: UUID={}", img.root_uuid);
+                return Ok(0);
+            }
             let g = guest_fetch::fetch_guest(&dir, true)?;
             println!("kernel: {}", g.kernel.display());
             println!("initrd: {}", g.initrd.display());

@@ -29,6 +29,7 @@
 
 mod apt;
 mod cpio;
+pub mod disk;
 mod image;
 mod initramfs;
 mod lock;
@@ -138,7 +139,7 @@ pub fn fetch_guest(cache_dir: &Path, progress: bool) -> Result<GuestFiles> {
 }
 
 /// Progress display: a spinner with the current step and a line per finished step.
-struct Ui {
+pub(crate) struct Ui {
     bar: Option<ProgressBar>,
     current: std::cell::RefCell<Option<(String, Instant)>>,
 }
@@ -189,6 +190,14 @@ impl Ui {
             bar.set_message(msg.clone());
         }
         *self.current.borrow_mut() = Some((msg, Instant::now()));
+    }
+
+    /// Shows `detail` after the current step's message (a tool's latest line, say).
+    fn detail(&self, detail: &str) {
+        if let (Some(bar), Some((msg, _))) = (&self.bar, &*self.current.borrow()) {
+            let detail: String = detail.chars().take(60).collect();
+            bar.set_message(format!("{msg}: {detail}"));
+        }
     }
 
     fn note(&self, msg: impl Into<String>) {
