@@ -269,6 +269,7 @@ fn build(
         .ok_or_else(|| DiskError::Unexpected(format!("{} names no file", output.display())))?
         .to_string_lossy()
         .into_owned();
+    remove_stale_work_dirs(&out_dir, &name);
     let work = WorkDir::create(&out_dir.join(format!(".{name}.build-{}", std::process::id())))?;
     let archives = cache_dir.join("debian-disk").join("archives");
     fs::create_dir_all(&archives).map_err(|e| DiskError::io(&archives, "creating", e))?;
@@ -576,6 +577,28 @@ impl Drop for WorkDir {
     }
 }
 
+/// Work directories of earlier builds of `name` whose process is gone (killed, say).
+fn remove_stale_work_dirs(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.build-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            if let Err(err) = remove_tree(&e.path()) {
+                tracing::warn!("{err}");
+            }
+        }
+    }
+}
+
 fn remove_tree(path: &Path) -> Result<(), DiskError> {
     let abs = fs::canonicalize(path).map_err(|e| DiskError::io(path, "resolving", e))?;
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -827,6 +850,23 @@ mod tests {
         assert_eq!(mode("root/.ssh"), 0o700);
         assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
         assert_eq!(read("etc/hostname"), "duvisor\n");
+    }
+
+    #[test]
+    fn stale_work_dirs_go() {
+        let dir = crate::testutil::TempDir::new("stale");
+        // pid 0 never names a process directory; our own does.
+        let dead = dir.path().join(".d.img.build-0");
+        let live = dir
+            .path()
+            .join(format!(".d.img.build-{}", std::process::id()));
+        let other = dir.path().join(".e.img.build-0");
+        for d in [&dead, &live, &other] {
+            fs::create_dir_all(d.join("root/etc")).unwrap();
+        }
+        remove_stale_work_dirs(dir.path(), "d.img");
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
     }
 
     #[test]
