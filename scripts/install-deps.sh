@@ -3,10 +3,11 @@
 # binutils (the dvext tests assemble their guest programs), cpio (initramfs round-trip test),
 # QEMU 10 from bookworm-backports (the reference the boot tests and benchmarks compare to),
 # qemu-utils (qemu-img and qemu-io: the qcow2 tests' reference),
-# passt (the user-mode networking back end of `duvisor run --net passt`), and what
-# `duvisor fetch-guest --disk` builds Debian disk images with: mmdebstrap and qemu-user-static
-# (the riscv64 second stage; both from bookworm-backports), e2fsprogs and fdisk (mkfs.ext4 and
-# sfdisk), plus u-boot-qemu and openssh-client for the disk image test.
+# passt (the user-mode networking back end of `duvisor run --net passt`), Debian's S-mode
+# U-Boot (u-boot-qemu) with mkfs.ext4 and sfdisk to make the disks the firmware tests boot, and
+# what `duvisor fetch-guest --disk` builds Debian disk images with: mmdebstrap and
+# qemu-user-static (the riscv64 second stage; both from bookworm-backports), e2fsprogs and
+# fdisk, plus openssh-client for the disk image test.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -18,10 +19,10 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v passt >/dev/null || need+=(passt)  # user-mode networking back end of --net passt
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || need+=(qemu-utils)  # qcow2 tests compare with qemu-img/qemu-io
+[ -e /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)  # duvisor run --firmware tests
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v sfdisk >/dev/null || need+=(fdisk)
 command -v ip >/dev/null || need+=(iproute2)  # the network tests and benchmark rows create namespaces, TAP and veth interfaces
-command -v mkfs.ext4 >/dev/null || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)  # disk images: the root file system
-command -v sfdisk >/dev/null || [ -x /usr/sbin/sfdisk ] || need+=(fdisk)  # disk images: the GPT
-[ -f /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)  # the disk image's boot loader
 command -v ssh-keygen >/dev/null || need+=(openssh-client)  # the disk image test logs in over ssh
 want_qemu=0
 if ! command -v qemu-system-riscv64 >/dev/null; then want_qemu=1; fi

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::devices::virtio::blk::DiskSpec;
-use crate::devices::virtio::net::NetSpec;
+use crate::devices::virtio::net::{check_host_ports, NetSpec};
 use crate::vm::DEFAULT_CMDLINE;
 
 #[derive(Debug, Parser)]
@@ -22,13 +22,31 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Boot a Linux kernel (RISC-V Image) in a new VM; the terminal is its serial console
-    /// (Ctrl-A x quits).
+    /// Boot a Linux kernel (RISC-V Image), or a boot loader that boots one from a disk, in a
+    /// new VM; the terminal is its serial console (Ctrl-A x quits).
     Run(RunArgs),
     /// Download Debian's riscv64 kernel and busybox and build a test initramfs (cached).
     FetchGuest(FetchArgs),
     /// Fetch the Debian guest (cached) and boot it to an interactive shell.
     Demo(DemoArgs),
+}
+
+impl Cli {
+    /// What clap cannot check one value at a time: a host port forwarded by two `--net`s.
+    /// A usage error, like a bad value.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        let machine = match &self.command {
+            Command::Run(r) => &r.machine,
+            Command::Demo(d) => &d.machine,
+            Command::FetchGuest(_) => return Ok(()),
+        };
+        check_host_ports(&machine.nets).map_err(|e| {
+            <Cli as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--net: {e}"),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -48,8 +66,13 @@ pub struct MachineArgs {
     /// A virtio-blk disk backed by a raw image: path=FILE[,readonly] (repeatable).
     #[arg(long = "disk", value_name = "path=FILE[,readonly]")]
     pub disks: Vec<DiskSpec>,
-    /// A virtio-net device: tap=NAME or passt, optionally ,mac=52:54:00:12:34:56 (repeatable).
-    #[arg(long = "net", value_name = "tap=NAME|passt[,mac=MAC]")]
+    /// A virtio-net device: tap=NAME or passt, optionally ,mac=52:54:00:12:34:56 and (passt
+    /// only) ,hostfwd=tcp:2222:22 or ,hostfwd=udp:127.0.0.1:5353:53 forwarding a host port
+    /// to the guest (both repeatable).
+    #[arg(
+        long = "net",
+        value_name = "tap=NAME|passt[,mac=MAC][,hostfwd=tcp|udp:[ADDR:]HOSTPORT:GUESTPORT]..."
+    )]
     pub nets: Vec<NetSpec>,
     /// A virtio-rng device fed from the host's getrandom.
     #[arg(long)]
@@ -79,16 +102,35 @@ pub struct MachineArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Linux kernel Image.
-    #[arg(long)]
-    pub kernel: PathBuf,
-    /// Initial ramdisk.
+    #[arg(long, required_unless_present = "firmware")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk (with --kernel).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line.
+    /// Kernel command line (with --kernel).
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     pub cmdline: String,
+    /// An S-mode boot loader (raw binary, e.g. Debian's u-boot-qemu
+    /// /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin), loaded and entered where a kernel
+    /// would be; it boots the kernel it finds on the disks. Not with --kernel.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"], value_name = "FILE")]
+    pub firmware: Option<PathBuf>,
     #[command(flatten)]
     pub machine: MachineArgs,
+}
+
+impl RunArgs {
+    /// What the VM boots; clap has already refused a firmware given with a kernel.
+    pub fn boot(&self) -> crate::vm::Boot {
+        match (&self.firmware, &self.kernel) {
+            (Some(fw), _) => crate::vm::Boot::Firmware(fw.clone()),
+            (None, kernel) => crate::vm::Boot::Kernel {
+                image: kernel.clone().unwrap_or_default(),
+                initrd: self.initrd.clone(),
+                cmdline: self.cmdline.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +158,11 @@ pub struct FetchArgs {
 pub struct DemoArgs {
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Boot a Debian disk image (see fetch-guest --disk) through Debian's U-Boot instead; without
+    /// FILE, the cache's demo.img, built first when missing (needs root). (Not --disk: that
+    /// adds a plain disk, as for run.)
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub disk_image: Option<Option<PathBuf>>,
     #[command(flatten)]
     pub machine: MachineArgs,
 }
@@ -180,8 +227,32 @@ mod tests {
         assert_eq!(r.cmdline, DEFAULT_CMDLINE);
         assert!(
             Cli::try_parse_from(["duvisor", "run"]).is_err(),
-            "--kernel is required"
+            "--kernel or --firmware is required"
         );
+    }
+
+    #[test]
+    fn firmware_excludes_a_kernel_and_its_options() {
+        let c = Cli::try_parse_from(["duvisor", "run", "--firmware", "u-boot.bin"]).unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert!(
+            matches!(r.boot(), crate::vm::Boot::Firmware(p) if p == std::path::Path::new("u-boot.bin"))
+        );
+        for extra in [
+            &["--kernel", "k"][..],
+            &["--initrd", "i"][..],
+            &["--cmdline", "console=ttyS0"][..],
+        ] {
+            let mut argv = vec!["duvisor", "run", "--firmware", "u-boot.bin"];
+            argv.extend_from_slice(extra);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?} accepted");
+        }
+        let c = Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--initrd", "i"]).unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert!(matches!(
+            r.boot(),
+            crate::vm::Boot::Kernel { initrd: Some(_), ref cmdline, .. } if cmdline == DEFAULT_CMDLINE
+        ));
     }
 
     #[test]
@@ -217,6 +288,30 @@ mod tests {
         );
         assert!(
             Cli::try_parse_from(["duvisor", "run", "--kernel", "k", "--net", "udp=1"]).is_err()
+        );
+    }
+
+    #[test]
+    fn a_host_port_forwarded_by_two_devices_is_a_usage_error() {
+        let parse = |nets: &[&str]| {
+            let mut args = vec!["duvisor", "demo"];
+            for n in nets {
+                args.extend(["--net", n]);
+            }
+            Cli::try_parse_from(args).unwrap()
+        };
+        let c = parse(&["passt,hostfwd=tcp:2222:22", "passt,hostfwd=udp:2222:22"]);
+        assert!(c.validate().is_ok(), "tcp and udp ports are apart");
+        let c = parse(&[
+            "passt,hostfwd=tcp:2222:22",
+            "passt,hostfwd=tcp:[::1]:2222:23",
+        ]);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(
+            e.to_string()
+                .contains("--net: host port tcp 2222 is forwarded twice"),
+            "{e}"
         );
     }
 }

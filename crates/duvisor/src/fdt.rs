@@ -71,6 +71,25 @@ pub fn build_fdt_with_rng_seed(spec: &FdtSpec, seed: &[u8]) -> Result<Vec<u8>> {
     build(spec, Some(seed))
 }
 
+/// Give `blob` free space at its end, up to `totalsize` bytes in all, as QEMU's device trees
+/// have: a boot loader edits the tree it is handed in place, and U-Boot, adding `/chosen`
+/// properties for the kernel, grows it by up to 12 KiB past the size in its header without
+/// checking what lies there.
+pub fn with_free_space(mut blob: Vec<u8>, totalsize: usize) -> Result<Vec<u8>> {
+    ensure!(
+        blob.len() >= 8 && blob[0..4] == [0xd0, 0x0d, 0xfe, 0xed],
+        "not a device tree blob"
+    );
+    ensure!(
+        totalsize >= blob.len() && u32::try_from(totalsize).is_ok(),
+        "device tree of {} bytes does not fit in {totalsize}",
+        blob.len()
+    );
+    blob.resize(totalsize, 0);
+    blob[4..8].copy_from_slice(&(totalsize as u32).to_be_bytes());
+    Ok(blob)
+}
+
 /// The `riscv,isa-base` and `riscv,isa-extensions` values for an ISA string: the base
 /// (`rv64i`/`rv32i`/…) and the extension names in order, single letters first (including the base
 /// letter; `g` expands to `i m a f d zicsr zifencei`), duplicates removed. Version suffixes on
@@ -182,8 +201,11 @@ fn build(spec: &FdtSpec, rng_seed: Option<&[u8]>) -> Result<Vec<u8>> {
     fdt.property_string("model", "riscv-virtio,duvisor")?;
 
     let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("bootargs", &spec.cmdline)
-        .context("kernel command line")?;
+    // Empty under a boot loader, which writes its own.
+    if !spec.cmdline.is_empty() {
+        fdt.property_string("bootargs", &spec.cmdline)
+            .context("kernel command line")?;
+    }
     fdt.property_string("stdout-path", &serial_path)?;
     if let Some((start, end)) = spec.initrd {
         fdt.property_u64("linux,initrd-start", start)?;
@@ -487,6 +509,30 @@ mod tests {
         }
         // No timer or SBI nodes.
         assert!(fdt.all_nodes().all(|n| !n.name.starts_with("timer")));
+    }
+
+    #[test]
+    fn free_space_grows_the_blob_and_its_header_only() {
+        let mut s = spec();
+        s.cmdline.clear();
+        let blob = build_fdt(&s).unwrap();
+        let exact = blob.len();
+        let padded = with_free_space(blob.clone(), 64 << 10).unwrap();
+        assert_eq!(padded.len(), 64 << 10);
+        assert_eq!(padded[4..8], (64u32 << 10).to_be_bytes());
+        assert_eq!(
+            padded[8..exact],
+            blob[8..],
+            "structure, strings, offsets unchanged"
+        );
+        assert!(padded[exact..].iter().all(|&b| b == 0));
+        let fdt = Fdt::new(&padded).unwrap();
+        assert_eq!(fdt.total_size(), 64 << 10);
+        // No bootargs at all when there is no command line (a boot loader writes them).
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert!(chosen.property("bootargs").is_none());
+        assert!(with_free_space(blob.clone(), exact - 1).is_err());
+        assert!(with_free_space(vec![0; 64], 4096).is_err());
     }
 
     #[test]

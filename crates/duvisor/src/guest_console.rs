@@ -85,6 +85,9 @@ pub struct ConsoleOptions {
     pub settle: Duration,
     /// Sample the process's resident set this often (see [`ConsoleRun::rss_samples`]).
     pub rss_every: Option<Duration>,
+    /// Strings whose first appearance is sent (time since spawn) to their channel while the
+    /// guest runs, so a test can act on the host side once the guest is ready for it.
+    pub notify: Vec<(String, mpsc::Sender<Duration>)>,
 }
 
 impl ConsoleOptions {
@@ -97,7 +100,14 @@ impl ConsoleOptions {
             watch: Vec::new(),
             settle: Duration::from_millis(300),
             rss_every: None,
+            notify: Vec::new(),
         }
+    }
+
+    /// Send on `tx` when `s` first appears in the output (see [`ConsoleOptions::notify`]).
+    pub fn notify(mut self, s: &str, tx: mpsc::Sender<Duration>) -> Self {
+        self.notify.push((s.to_string(), tx));
+        self
     }
 
     pub fn sample_rss(mut self, every: Duration) -> Self {
@@ -238,6 +248,7 @@ pub fn run_console(cmd: Command, opts: &ConsoleOptions) -> std::io::Result<Conso
     let mut ready_at = None;
     let mut seen: Vec<(String, Option<Duration>)> =
         opts.watch.iter().map(|w| (w.clone(), None)).collect();
+    let mut notify: Vec<_> = opts.notify.iter().map(|(s, tx)| (s, Some(tx))).collect();
     let mut timed_out = false;
     let mut rss_samples = Vec::new();
     let mut next_rss = start;
@@ -268,6 +279,12 @@ pub fn run_console(cmd: Command, opts: &ConsoleOptions) -> std::io::Result<Conso
                 for (w, when) in seen.iter_mut() {
                     if when.is_none() && find_from(&out, w.as_bytes(), from) {
                         *when = Some(t);
+                    }
+                }
+                for (w, tx) in notify.iter_mut() {
+                    if tx.is_some() && find_from(&out, w.as_bytes(), from) {
+                        // The receiver may have stopped listening: not our concern.
+                        let _ = tx.take().map(|tx| tx.send(t));
                     }
                 }
                 if ready_at.is_none()

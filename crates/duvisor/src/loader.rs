@@ -78,6 +78,8 @@ pub enum LoaderError {
         needed: u64,
         available: u64,
     },
+    #[error("the firmware file is empty")]
+    EmptyFirmware,
     #[error("device tree window of {0:#x} bytes is not in 1..=2 MiB")]
     InvalidFdtWindow(u64),
 }
@@ -181,6 +183,46 @@ pub fn plan_layout(
     fdt_max: u64,
 ) -> Result<Layout, LoaderError> {
     let header = ImageHeader::parse(kernel)?;
+    let footprint = header.image_size.max(kernel.len() as u64);
+    place(
+        ram_base,
+        ram_size,
+        header.text_offset,
+        footprint,
+        initrd_len,
+        fdt_max,
+    )
+}
+
+/// Plan where to put a boot loader of `len` bytes (a raw S-mode binary such as U-Boot's
+/// `u-boot.bin`) and the device tree: the loader goes where a kernel with Debian's
+/// `text_offset` would (`ram_base + FIRMWARE_OFFSET`, where the SBI firmware of QEMU's `virt`
+/// machine jumps too) and is entered the same way; there is no header to check.
+pub fn plan_firmware_layout(
+    ram_base: u64,
+    ram_size: u64,
+    len: u64,
+    fdt_max: u64,
+) -> Result<Layout, LoaderError> {
+    if len == 0 {
+        return Err(LoaderError::EmptyFirmware);
+    }
+    place(ram_base, ram_size, FIRMWARE_OFFSET, len, None, fdt_max)
+}
+
+/// Where in RAM a boot loader is loaded: the address S-mode U-Boot for QEMU `virt` is linked at.
+pub const FIRMWARE_OFFSET: u64 = 0x20_0000;
+
+/// Place `footprint` bytes at `ram_base + load_offset`, then the device tree and the initrd
+/// at the top of RAM.
+fn place(
+    ram_base: u64,
+    ram_size: u64,
+    load_offset: u64,
+    footprint: u64,
+    initrd_len: Option<u64>,
+    fdt_max: u64,
+) -> Result<Layout, LoaderError> {
     let ram_end = ram_base
         .checked_add(ram_size)
         .filter(|_| ram_size > 0)
@@ -192,12 +234,10 @@ pub fn plan_layout(
         return Err(LoaderError::InvalidFdtWindow(fdt_max));
     }
 
-    let footprint = header.image_size.max(kernel.len() as u64);
     let kernel_addr = ram_base
-        .checked_add(header.text_offset)
+        .checked_add(load_offset)
         .ok_or(LoaderError::NotAnImage(format!(
-            "text_offset {:#x} is out of range",
-            header.text_offset
+            "text_offset {load_offset:#x} is out of range"
         )))?;
     if kernel_addr % KERNEL_ALIGN != 0 {
         return Err(LoaderError::MisalignedKernel { addr: kernel_addr });
@@ -459,5 +499,28 @@ mod tests {
         // text_offset 0 at a 2 MiB aligned base is fine.
         let l = plan_layout(RAM, 64 * MIB, &image(0, 0x1000, 0x1000, false), None, 4096).unwrap();
         assert_eq!(l.kernel_addr, RAM);
+    }
+
+    #[test]
+    fn firmware_goes_where_a_kernel_would_without_a_header() {
+        // u-boot.bin starts with plain code, no Image header.
+        let l = plan_firmware_layout(RAM, 512 * MIB, 650_000, 64 << 10).unwrap();
+        assert_eq!(l.kernel_addr, RAM + FIRMWARE_OFFSET);
+        assert_eq!(l.entry, l.kernel_addr);
+        assert_eq!(l.kernel_end, l.kernel_addr + 650_000);
+        assert_eq!(l.initrd, None);
+        assert_eq!(l.fdt_addr, RAM + 512 * MIB - (64 << 10));
+        assert_eq!(
+            plan_firmware_layout(RAM, 512 * MIB, 0, 4096),
+            Err(LoaderError::EmptyFirmware)
+        );
+        assert!(matches!(
+            plan_firmware_layout(RAM, 4 * MIB, 3 * MIB, 4096),
+            Err(LoaderError::KernelTooBig { .. })
+        ));
+        assert!(matches!(
+            plan_firmware_layout(RAM, 4 * MIB, 2 * MIB, 4096),
+            Err(LoaderError::MemoryTooSmall { .. })
+        ));
     }
 }

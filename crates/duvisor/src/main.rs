@@ -7,9 +7,10 @@ use anyhow::Result;
 use clap::Parser;
 use duvisor::cli::{Cli, Command, MachineArgs};
 use duvisor::console::{stdin_is_tty, Console};
+use duvisor::devices::virtio::blk::DiskSpec;
 use duvisor::sandbox::ThreadClass;
 use duvisor::vm::control::Outcome;
-use duvisor::vm::{Vm, VmConfig, DEFAULT_CMDLINE};
+use duvisor::vm::{Boot, Vm, VmConfig, DEFAULT_CMDLINE};
 use guest_fetch::disk::{self, DiskOptions};
 
 fn main() -> ExitCode {
@@ -18,6 +19,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = cli.validate() {
+        e.exit();
+    }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -30,7 +34,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(a) => {
-            let cfg = config(a.kernel, a.initrd, a.cmdline, &a.machine);
+            let cfg = config(a.boot(), &a.machine);
             run(cfg, &a.machine)
         }
         Command::FetchGuest(a) => {
@@ -58,23 +62,37 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Demo(a) => {
             let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
+            if let Some(image) = a.disk_image {
+                let path = image.unwrap_or_else(|| dir.join("debian-disk").join("demo.img"));
+                if !path.exists() {
+                    disk::build_disk(&path, &DiskOptions::default(), &dir, true)?;
+                }
+                let mut cfg = config(Boot::Firmware(disk::UBOOT.into()), &a.machine);
+                // The image is the first disk (vda), as its extlinux.conf and U-Boot expect.
+                cfg.disks.insert(
+                    0,
+                    DiskSpec {
+                        path,
+                        readonly: false,
+                    },
+                );
+                return run(cfg, &a.machine);
+            }
             let g = guest_fetch::fetch_guest(&dir, true)?;
-            let cfg = config(g.kernel, Some(g.initrd), DEFAULT_CMDLINE.into(), &a.machine);
+            let boot = Boot::Kernel {
+                image: g.kernel,
+                initrd: Some(g.initrd),
+                cmdline: DEFAULT_CMDLINE.into(),
+            };
+            let cfg = config(boot, &a.machine);
             run(cfg, &a.machine)
         }
     }
 }
 
-fn config(
-    kernel: std::path::PathBuf,
-    initrd: Option<std::path::PathBuf>,
-    cmdline: String,
-    m: &MachineArgs,
-) -> VmConfig {
+fn config(boot: Boot, m: &MachineArgs) -> VmConfig {
     VmConfig {
-        kernel,
-        initrd,
-        cmdline,
+        boot,
         cpus: m.cpus,
         memory: m.memory,
         map_all: m.map_all,

@@ -14,9 +14,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use guest_fetch::disk::{self, DiskOptions};
-
-const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
+use guest_fetch::disk::{self, DiskOptions, UBOOT};
 
 /// The test's ssh key pair, made once in the cache (the image's cache key includes it).
 fn test_key(cache: &Path) -> PathBuf {

@@ -100,6 +100,56 @@ fn bad_mac_address() {
 }
 
 #[test]
+fn bad_port_forwards() {
+    // Usage errors (status 2) before anything is opened, the reason on the first line, for
+    // one --net or across several.
+    for (nets, why) in [
+        (
+            &["passt,hostfwd=icmp:2222:22"][..],
+            "unknown protocol \"icmp\" (want tcp or udp)",
+        ),
+        (
+            &["passt,hostfwd=tcp:0:22"],
+            "bad host port \"0\" (want 1 to 65535)",
+        ),
+        (
+            &["passt,hostfwd=udp:2222:70000"],
+            "bad guest port \"70000\" (want 1 to 65535)",
+        ),
+        (
+            &["passt,hostfwd=tcp:localhost:2222:22"],
+            "bad host address \"localhost\"",
+        ),
+        (
+            &["tap=tap0,hostfwd=tcp:2222:22"],
+            "port forwarding is not supported for tap= devices, only for passt",
+        ),
+        (
+            &[
+                "passt,hostfwd=tcp:2222:22",
+                "passt,hostfwd=tcp:127.0.0.1:2222:23",
+            ],
+            "--net: host port tcp 2222 is forwarded twice (hostfwd=tcp:2222:22 and \
+             hostfwd=tcp:127.0.0.1:2222:23)",
+        ),
+    ] {
+        let mut cmd = Command::new(duvisor_bin());
+        cmd.args(["run", "--kernel", "/nonexistent"]);
+        for n in nets {
+            cmd.args(["--net", n]);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{nets:?}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(why),
+            "{nets:?}: the first line should say {why:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn too_many_devices() {
     let p = TempPath::with("many.img", &[0; 4096]);
     let arg = format!("path={},readonly", p.display());

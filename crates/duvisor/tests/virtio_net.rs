@@ -216,8 +216,8 @@ fn tap_ping_and_tcp_both_ways() {
 /// route (a veth pair; nothing answers at the gateway, passt impersonates it), plus a second
 /// host address to ping, and ICMP echo sockets allowed for everyone (passt drops root and
 /// uses unprivileged ping sockets).
-fn passt_netns() -> Netns {
-    let ns = Netns::new("passt");
+fn passt_netns(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
     ns.ip(&[
         "link", "add", "dvveth0", "type", "veth", "peer", "name", "dvveth1",
     ]);
@@ -236,7 +236,7 @@ fn passt_netns() -> Netns {
 fn passt_dhcp_ping_and_tcp_both_ways() {
     assert_root();
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = passt_netns();
+    let ns = passt_netns("passt");
     let to_guest = pattern(1 << 20);
     let want_down = sha256(&to_guest);
     // Connections to the gateway address arrive on the host's loopback.
@@ -326,7 +326,7 @@ fn passt_that_cannot_start_is_a_one_line_error() {
 fn passt_long_lived_upload_keeps_every_byte() {
     assert_root();
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = passt_netns();
+    let ns = passt_netns("long");
     let (tx, rx) = mpsc::channel();
     let server = ns.spawn(move || {
         let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
@@ -364,4 +364,276 @@ poweroff -f"#
         "guest -> host checksum"
     );
     assert_eq!(run.status, Some(0), "{}", run.stderr);
+}
+
+/// A UDP echo server for the guest, port [`UDP_ECHO_PORT`]: prints `ECHO-READY` on the
+/// console once bound, then sends every datagram back to where it came from. The busybox of
+/// the initramfs has no UDP server (its nc is TCP only), so this is a static riscv64 program
+/// of a few system calls, assembled with the riscv64 binutils the test suite installs.
+const UDP_ECHO_SRC: &str = r#"
+.globl _start
+_start:
+    li a0, 2            # AF_INET
+    li a1, 2            # SOCK_DGRAM
+    li a2, 0
+    li a7, 198          # socket
+    ecall
+    bltz a0, fail
+    mv s0, a0
+    la a1, addr
+    li a2, 16
+    li a7, 200          # bind
+    ecall
+    bnez a0, fail
+    li a0, 1
+    la a1, ready
+    li a2, 11
+    li a7, 64           # write
+    ecall
+1:  la t0, peerlen
+    li t1, 16
+    sw t1, 0(t0)
+    mv a0, s0
+    la a1, buf
+    li a2, 2048
+    li a3, 0
+    la a4, peer
+    mv a5, t0
+    li a7, 207          # recvfrom
+    ecall
+    bltz a0, 1b
+    mv a2, a0
+    mv a0, s0
+    la a1, buf
+    li a3, 0
+    la a4, peer
+    li a5, 16
+    li a7, 206          # sendto
+    ecall
+    j 1b
+fail:
+    li a0, 1
+    li a7, 93           # exit
+    ecall
+.data
+addr:  .hword 2
+       .byte 0x1e, 0x61 # port 7777, big-endian
+       .word 0          # INADDR_ANY
+       .dword 0
+ready: .ascii "ECHO-READY\n"
+.bss
+.balign 8
+peerlen: .word 0
+.balign 8
+peer:  .space 16
+buf:   .space 2048
+"#;
+const UDP_ECHO_PORT: u16 = 7777;
+
+/// [`UDP_ECHO_SRC`] as a static ELF executable.
+fn udp_echo_elf() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, obj, elf) = (
+        dir.path().join("echo.S"),
+        dir.path().join("echo.o"),
+        dir.path().join("echo"),
+    );
+    std::fs::write(&src, UDP_ECHO_SRC).unwrap();
+    let run = |cmd: &mut Command| {
+        let o = cmd.output().expect("running the riscv64 binutils");
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(Command::new("riscv64-linux-gnu-as")
+        .args(["-march=rv64gc", "-o"])
+        .arg(&obj)
+        .arg(&src));
+    // -N -s: one small segment and no symbols, so the file is short to type in.
+    run(Command::new("riscv64-linux-gnu-ld")
+        .args([
+            "-N",
+            "-s",
+            "--no-relax",
+            "--no-warn-rwx-segments",
+            "-e",
+            "_start",
+            "-o",
+        ])
+        .arg(&elf)
+        .arg(&obj));
+    std::fs::read(&elf).unwrap()
+}
+
+/// Guest shell lines that write `data` to `path` (base64, one short line at a time, since
+/// it is typed on the console).
+fn type_file(path: &str, data: &[u8]) -> String {
+    let p = std::env::temp_dir().join(format!("duvisor-b64-{}", std::process::id()));
+    std::fs::write(&p, data).unwrap();
+    let o = Command::new("base64")
+        .args(["-w", "64"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&p);
+    let mut s = String::new();
+    for line in String::from_utf8(o.stdout).unwrap().lines() {
+        s += &format!("echo '{line}' >> {path}.b64\n");
+    }
+    s + &format!("base64 -d {path}.b64 > {path}; chmod +x {path}\n")
+}
+
+/// A port nothing listens on in `ns` (the namespace is the test's own: nothing else will
+/// take it before passt does).
+fn free_port(ns: &Netns) -> u16 {
+    ns.spawn(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
+    .join()
+    .unwrap()
+}
+
+/// `--net passt,hostfwd=...`: a UDP server in the guest answers the host through a forwarded
+/// host port, and a TCP connection to a forwarded port reaches the guest's listening port.
+///
+/// Known bug of bookworm's passt (snapshot 2023-03-09), with QEMU alike: for a connection the
+/// host opens to a forwarded TCP port, passt sends the guest its SYN but ignores the guest's
+/// SYN-ACK, so the handshake never completes and no data moves (seen in passt's own capture,
+/// `--pcap`, with duvisor and with QEMU `-netdev stream`). So the TCP part checks that the
+/// connection arrives at the guest's port (SYN_RECV there, or ESTABLISHED with a passt that
+/// works), not a data exchange.
+///
+/// The host side acts when the guest says it is ready, never after a fixed pause: the UDP
+/// exchange once the echo server prints that it is bound, the TCP connection once `netstat`
+/// in the guest shows nc listening, and it stays open until the guest has looked. Every wait
+/// is bounded; a lost datagram is sent again.
+#[test]
+fn passt_forwards_host_ports_to_the_guest() {
+    assert_root();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = passt_netns("fwd");
+    let tcp_port = free_port(&ns);
+    let udp_port = free_port(&ns);
+
+    let (echo_tx, echo_rx) = mpsc::channel();
+    let (listen_tx, listen_rx) = mpsc::channel();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let host = ns.spawn(move || -> Result<(usize, std::net::SocketAddr), String> {
+        let wait = Duration::from_secs(180);
+        echo_rx
+            .recv_timeout(wait)
+            .map_err(|_| "the guest's UDP echo server never started")?;
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut echoed = None;
+        for i in 0..15 {
+            let msg = format!("datagram {i} from the host");
+            u.send_to(msg.as_bytes(), ("127.0.0.1", udp_port)).unwrap();
+            let mut buf = [0u8; 2048];
+            if let Ok((n, from)) = u.recv_from(&mut buf) {
+                if buf[..n] != *msg.as_bytes() {
+                    return Err(format!("echo {:?} for {msg:?}", &buf[..n]));
+                }
+                echoed = Some((i + 1, from));
+                break;
+            }
+        }
+        let (tries, from) = echoed.ok_or("no UDP echo in 15 tries")?;
+        listen_rx
+            .recv_timeout(wait)
+            .map_err(|_| "the guest's nc never listened")?;
+        let c = std::net::TcpStream::connect(("127.0.0.1", tcp_port))
+            .map_err(|e| format!("connecting to the forwarded port: {e}"))?;
+        let _ = seen_rx.recv_timeout(wait);
+        drop(c);
+        Ok((tries, from))
+    });
+
+    let script = format!(
+        r#"ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2
+ping -c 1 -W 5 10.0.9.1 >/dev/null; echo "PI""NG=$?"
+{}/tmp/echo &
+nc -l -p 8022 </dev/null >/dev/null & N=$!
+i=0; while [ $i -lt 300 ] && ! netstat -ltn | grep -q ':8022 '; do sleep 0.1; i=$((i+1)); done
+echo "LIS""TENING=$i"
+i=0; while [ $i -lt 900 ] && ! netstat -tn | grep -qE ':8022 .*(SYN_RECV|ESTABLISHED)'; do sleep 0.1; i=$((i+1)); done
+echo "TC""PSTATE=$(netstat -tn | grep ':8022 ' | awk '{{print $6}}' | head -n 1)"
+kill $N 2>/dev/null
+poweroff -f"#,
+        type_file("/tmp/echo", &udp_echo_elf())
+    );
+    let fwd = format!(
+        "passt,hostfwd=tcp:127.0.0.1:{tcp_port}:8022,hostfwd=udp:{udp_port}:{UDP_ECHO_PORT}"
+    );
+    let g = guest();
+    let opts = duvisor::guest_console::ConsoleOptions::new(
+        &script,
+        Duration::from_secs(240),
+        guest_fetch::READY_MARKERS,
+    )
+    .notify("ECHO-READY", echo_tx)
+    .notify("LISTENING=", listen_tx)
+    .notify("TCPSTATE=", seen_tx);
+    let run =
+        duvisor::guest_console::run_console(ns.exec(duvisor_cmd(&g, 1, &["--net", &fwd])), &opts)
+            .unwrap();
+    let (tries, from) = host.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "host side: {e}\n--- console ---\n{}\n--- stderr ---\n{}",
+            run.output, run.stderr
+        )
+    });
+    eprintln!("UDP echo after {tries} datagram(s), from {from}");
+    assert_eq!(run.expect_value("PING"), "0");
+    let state = run.expect_value("TCPSTATE");
+    assert!(
+        state == "SYN_RECV" || state == "ESTABLISHED",
+        "the connection to the forwarded port did not reach the guest: {state:?}\n{}",
+        run.output
+    );
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+}
+
+/// A forwarded host port that is taken, or an address the host does not have, is a one-line
+/// error before the guest starts: passt fails to bind it and exits, and we say why.
+#[test]
+fn passt_forward_that_cannot_bind_is_a_one_line_error() {
+    assert_root();
+    let ns = passt_netns("fwdbind");
+    // Held by "another program" (this test) in the namespace while duvisor starts.
+    let held = ns
+        .spawn(|| TcpListener::bind("0.0.0.0:0").unwrap())
+        .join()
+        .unwrap();
+    let port = held.local_addr().unwrap().port();
+    let g = guest();
+    let net = format!("passt,hostfwd=udp:{port}:53,hostfwd=tcp:{port}:22");
+    one_line_error(
+        ns.exec(duvisor_cmd(&g, 1, &["--net", &net])),
+        &format!(
+            "duvisor: --net passt: hostfwd=tcp:{port}:22: cannot listen on tcp port \
+             0.0.0.0:{port}: it is in use"
+        ),
+    );
+    let net = format!("passt,hostfwd=tcp:10.0.9.9:{port}:22");
+    one_line_error(
+        ns.exec(duvisor_cmd(&g, 1, &["--net", &net])),
+        "the host has no address 10.0.9.9",
+    );
+    // The namespace has no IPv6 route, so passt leaves IPv6 alone.
+    let net = format!("passt,hostfwd=tcp:[::1]:{port}:22");
+    one_line_error(
+        ns.exec(duvisor_cmd(&g, 1, &["--net", &net])),
+        &format!(
+            "hostfwd=tcp:[::1]:{port}:22: cannot listen on tcp port [::1]:{port}: passt does \
+             not use IPv6 (the host has no IPv6 default route)"
+        ),
+    );
+    drop(held);
 }

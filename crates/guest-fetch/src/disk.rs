@@ -31,6 +31,8 @@ use crate::Ui;
 
 /// The suite the image is built from (riscv64 is an official architecture from trixie on).
 pub const DEFAULT_SUITE: &str = "trixie";
+/// Debian's S-mode U-Boot (package `u-boot-qemu`), which boots these images.
+pub const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
 /// Default image size.
 pub const DEFAULT_SIZE: u64 = 4 << 30;
 /// Smaller images cannot hold the system and its kernel.

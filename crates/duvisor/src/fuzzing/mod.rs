@@ -238,7 +238,15 @@ pub fn cli(data: &[u8]) -> bool {
 fn check_net(n: &NetSpec) {
     if let crate::devices::virtio::net::NetBackend::Tap(name) = &n.backend {
         assert!(!name.is_empty() && name.len() < 16, "{n:?}");
+        assert!(n.hostfwd.is_empty(), "{n:?}");
     }
+    for f in &n.hostfwd {
+        assert!(f.host_port != 0 && f.guest_port != 0, "{n:?}");
+        let text = f.to_string();
+        let back = text.strip_prefix("hostfwd=").map(str::parse);
+        assert_eq!(back, Some(Ok(*f)), "{text}");
+    }
+    assert!(crate::devices::virtio::net::check_host_ports(std::slice::from_ref(n)).is_ok());
     if let Some(m) = n.mac {
         check_mac(m);
     }

@@ -10,7 +10,7 @@ use super::{Input, ScratchFile};
 use crate::loader::{IMAGE_HEADER_SIZE, IMAGE_MAGIC2};
 use crate::sbi::{self, ext, SbiNext};
 use crate::vm::layout::{MIN_RAM, RAM_BASE};
-use crate::vm::{Vm, VmConfig, VmShared, DEFAULT_CMDLINE};
+use crate::vm::{Boot, Vm, VmConfig, VmShared, DEFAULT_CMDLINE};
 
 /// SBI calls made per input at most.
 const MAX_CALLS: usize = 16;
@@ -51,9 +51,11 @@ fn kernel() -> &'static ScratchFile {
 /// A VM with `cpus` vCPUs and the smallest RAM, all of it mapped (so `hlv` reaches it).
 pub(super) fn small_vm(cpus: u32) -> (Arc<VmShared>, Vec<Hart>) {
     let cfg = VmConfig {
-        kernel: kernel().path().to_path_buf(),
-        initrd: None,
-        cmdline: DEFAULT_CMDLINE.into(),
+        boot: Boot::Kernel {
+            image: kernel().path().to_path_buf(),
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.into(),
+        },
         cpus,
         memory: MIN_RAM,
         map_all: true,

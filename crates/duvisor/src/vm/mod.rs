@@ -26,8 +26,8 @@ use crate::devices::virtio::net::NetSpec;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::{GuestMem, VirtioDevice, VirtioMmio};
 use crate::devices::ExternalInterruptSink;
-use crate::fdt::{build_fdt_with_rng_seed, FdtSpec};
-use crate::loader::plan_layout;
+use crate::fdt::{build_fdt_with_rng_seed, with_free_space, FdtSpec};
+use crate::loader::{plan_firmware_layout, plan_layout};
 use crate::privileges::{drop_privileges, RunAs};
 use crate::sandbox::ThreadClass;
 use crate::stats::{ExitStats, EXIT_KINDS};
@@ -45,11 +45,23 @@ const FDT_MAX: u64 = 64 * 1024;
 /// with a non-zero status instead of hanging).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 
+/// What the boot vCPU starts in.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// A Linux `Image`, loaded with its initrd and command line as a boot loader would.
+    Kernel {
+        image: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+    /// An S-mode boot loader (a raw binary such as U-Boot's `u-boot.bin`), entered as a kernel
+    /// is; it finds the kernel itself, on the disks.
+    Firmware(PathBuf),
+}
+
 #[derive(Debug, Clone)]
 pub struct VmConfig {
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub cmdline: String,
+    pub boot: Boot,
     pub cpus: u32,
     pub memory: u64,
     /// Map all of guest RAM in the G-stage table before boot instead of on first touch.
@@ -316,6 +328,8 @@ fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Arc<dyn VirtioDevice>>> {
     for d in &cfg.disks {
         devs.push(Arc::new(Blk::new(Disk::open(d)?)));
     }
+    crate::devices::virtio::net::check_host_ports(&cfg.nets)
+        .map_err(|e| anyhow::anyhow!("--net: {e}"))?;
     for (i, n) in cfg.nets.iter().enumerate() {
         devs.push(crate::devices::virtio::net::open(n, i)?);
     }
@@ -411,20 +425,35 @@ impl Vm {
     /// device tree, load the kernel.
     pub fn build(cfg: &VmConfig, console_out: impl Fn() -> Box<dyn Write + Send>) -> Result<Vm> {
         cfg.validate()?;
-        let kernel = read_file("kernel", &cfg.kernel, cfg.memory)?;
-        let initrd = cfg
-            .initrd
-            .as_ref()
-            .map(|p| read_file("initrd", p, cfg.memory))
-            .transpose()?;
-        let layout = plan_layout(
-            RAM_BASE,
-            cfg.memory,
-            &kernel,
-            initrd.as_ref().map(|i| i.len() as u64),
-            FDT_MAX,
-        )
-        .with_context(|| format!("kernel {}", cfg.kernel.display()))?;
+        let (image, initrd, cmdline, layout) = match &cfg.boot {
+            Boot::Kernel {
+                image,
+                initrd,
+                cmdline,
+            } => {
+                let kernel = read_file("kernel", image, cfg.memory)?;
+                let initrd = initrd
+                    .as_ref()
+                    .map(|p| read_file("initrd", p, cfg.memory))
+                    .transpose()?;
+                let layout = plan_layout(
+                    RAM_BASE,
+                    cfg.memory,
+                    &kernel,
+                    initrd.as_ref().map(|i| i.len() as u64),
+                    FDT_MAX,
+                )
+                .with_context(|| format!("kernel {}", image.display()))?;
+                (kernel, initrd, cmdline.as_str(), layout)
+            }
+            Boot::Firmware(path) => {
+                let fw = read_file("firmware", path, cfg.memory)?;
+                let layout = plan_firmware_layout(RAM_BASE, cfg.memory, fw.len() as u64, FDT_MAX)
+                    .with_context(|| format!("firmware {}", path.display()))?;
+                // The boot loader writes /chosen/bootargs from its own configuration.
+                (fw, None, "", layout)
+            }
+        };
         // Every host resource that may need privileges is opened here; then they go, before
         // the first of the VM's threads (the compiler thread, below) starts.
         let virtio = virtio_devices(cfg)?;
@@ -503,7 +532,7 @@ impl Vm {
             timebase_hz: TIMEBASE_HZ as u32,
             mem_base: RAM_BASE,
             mem_size: cfg.memory,
-            cmdline: cfg.cmdline.clone(),
+            cmdline: cmdline.into(),
             initrd: layout.initrd,
             uart: (UART_BASE, UART_IRQ),
             rtc: (RTC_BASE, RTC_IRQ),
@@ -519,7 +548,8 @@ impl Vm {
                 fdt.len()
             );
         }
-        ram.write(layout.kernel_addr, &kernel)?;
+        let fdt = with_free_space(fdt, FDT_MAX as usize)?;
+        ram.write(layout.kernel_addr, &image)?;
         if let (Some(data), Some((start, _))) = (&initrd, layout.initrd) {
             ram.write(start, data)?;
         }

@@ -61,7 +61,7 @@ pub fn open(spec: &NetSpec, index: usize) -> anyhow::Result<Arc<dyn VirtioDevice
     let mac = spec.mac.unwrap_or_else(|| default_mac(index));
     let backend: Box<dyn Backend> = match &spec.backend {
         NetBackend::Tap(name) => Box::new(tap::Tap::open(name)?),
-        NetBackend::Passt => Box::new(passt::Passt::open()?),
+        NetBackend::Passt => Box::new(passt::Passt::open(&spec.hostfwd)?),
     };
     Ok(Arc::new(Net {
         mac,
@@ -458,11 +458,118 @@ pub enum NetBackend {
     Passt,
 }
 
-/// `--net tap=NAME|passt[,mac=MAC]`.
+/// The transport protocol of a forwarded port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// `hostfwd=PROTO:[ADDR:]HOSTPORT:GUESTPORT`: connections (TCP) or datagrams (UDP) to
+/// HOSTPORT on the host go to GUESTPORT in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFwd {
+    pub proto: Proto,
+    /// The host address to listen on; `None` is every IPv4 address (as QEMU's `hostfwd`).
+    pub addr: Option<std::net::IpAddr>,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+const HOSTFWD_SYNTAX: &str = "hostfwd=tcp|udp:[ADDR:]HOSTPORT:GUESTPORT";
+
+impl HostFwd {
+    /// The address passt binds: the given one, else every IPv4 address. Never passt's own
+    /// default (IPv4 and IPv6, either one enough): a port taken on one of them would then be
+    /// forwarded on the other only, without an error.
+    pub fn bind_addr(&self) -> std::net::IpAddr {
+        self.addr
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+}
+
+impl std::fmt::Display for HostFwd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "hostfwd={}:", self.proto)?;
+        match self.addr {
+            Some(std::net::IpAddr::V6(a)) => write!(f, "[{a}]:")?,
+            Some(a) => write!(f, "{a}:")?,
+            None => {}
+        }
+        write!(f, "{}:{}", self.host_port, self.guest_port)
+    }
+}
+
+impl std::str::FromStr for HostFwd {
+    type Err = String;
+    /// `s` is what follows `hostfwd=`.
+    fn from_str(s: &str) -> Result<HostFwd, String> {
+        let bad = || format!("bad hostfwd={s:?} (want {HOSTFWD_SYNTAX})");
+        let (proto, rest) = s.split_once(':').ok_or_else(bad)?;
+        let proto = match proto {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            p => {
+                return Err(format!(
+                    "hostfwd={s:?}: unknown protocol {p:?} (want tcp or udp)"
+                ))
+            }
+        };
+        // An IPv6 address has colons of its own, so it comes in brackets.
+        let (addr, ports) = if let Some(r) = rest.strip_prefix('[') {
+            let (a, ports) = r.split_once("]:").ok_or_else(bad)?;
+            let a = a
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("hostfwd={s:?}: bad host address {a:?} (IPv6 in brackets)"))?;
+            (Some(std::net::IpAddr::V6(a)), ports)
+        } else {
+            match rest.split(':').count() {
+                2 => (None, rest),
+                3 => {
+                    let (a, ports) = rest.split_once(':').ok_or_else(bad)?;
+                    let a = a.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                        format!(
+                            "hostfwd={s:?}: bad host address {a:?} (an IPv4 address, or an \
+                             IPv6 one in brackets)"
+                        )
+                    })?;
+                    (Some(std::net::IpAddr::V4(a)), ports)
+                }
+                _ => return Err(bad()),
+            }
+        };
+        let (host, guest) = ports.split_once(':').ok_or_else(bad)?;
+        let port = |which: &str, p: &str| match p.parse::<u32>() {
+            Ok(n @ 1..=65535) if !p.starts_with('+') => Ok(n as u16),
+            _ => Err(format!(
+                "hostfwd={s:?}: bad {which} port {p:?} (want 1 to 65535)"
+            )),
+        };
+        Ok(HostFwd {
+            proto,
+            addr,
+            host_port: port("host", host)?,
+            guest_port: port("guest", guest)?,
+        })
+    }
+}
+
+/// `--net tap=NAME|passt[,mac=MAC][,hostfwd=...]...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetSpec {
     pub backend: NetBackend,
     pub mac: Option<Mac>,
+    /// Ports forwarded from the host to the guest (passt only).
+    pub hostfwd: Vec<HostFwd>,
 }
 
 impl std::str::FromStr for NetSpec {
@@ -470,6 +577,7 @@ impl std::str::FromStr for NetSpec {
     fn from_str(s: &str) -> Result<NetSpec, String> {
         let mut backend = None;
         let mut mac = None;
+        let mut hostfwd: Vec<HostFwd> = Vec::new();
         for part in s.split(',') {
             match part.split_once('=') {
                 Some(("tap", n)) if !n.is_empty() && n.len() < 16 => {
@@ -478,18 +586,48 @@ impl std::str::FromStr for NetSpec {
                 Some(("tap", n)) => return Err(format!("bad TAP interface name {n:?}")),
                 None if part == "passt" => backend = Some(NetBackend::Passt),
                 Some(("mac", m)) => mac = Some(m.parse()?),
+                Some(("hostfwd", f)) => hostfwd.push(f.parse()?),
                 _ => {
                     return Err(format!(
-                        "unknown net option {part:?} (want tap=NAME|passt[,mac=MAC])"
+                        "unknown net option {part:?} (want tap=NAME|passt[,mac=MAC][,{HOSTFWD_SYNTAX}]...)"
                     ))
                 }
             }
         }
-        Ok(NetSpec {
-            backend: backend.ok_or("missing tap=NAME or passt")?,
+        let backend = backend.ok_or("missing tap=NAME or passt")?;
+        if let (NetBackend::Tap(_), Some(f)) = (&backend, hostfwd.first()) {
+            return Err(format!(
+                "{f}: port forwarding is not supported for tap= devices, only for passt \
+                 (forward on the host, e.g. with nftables)"
+            ));
+        }
+        let spec = NetSpec {
+            backend,
             mac,
-        })
+            hostfwd,
+        };
+        check_host_ports(std::slice::from_ref(&spec))?;
+        Ok(spec)
     }
+}
+
+/// Each host port (per protocol) is forwarded once across all devices: passt takes a port
+/// once whatever the address, and two passt processes cannot both bind it.
+pub fn check_host_ports(nets: &[NetSpec]) -> Result<(), String> {
+    let mut seen: Vec<&HostFwd> = Vec::new();
+    for f in nets.iter().flat_map(|n| &n.hostfwd) {
+        if let Some(g) = seen
+            .iter()
+            .find(|g| g.proto == f.proto && g.host_port == f.host_port)
+        {
+            return Err(format!(
+                "host port {} {} is forwarded twice ({g} and {f})",
+                f.proto, f.host_port
+            ));
+        }
+        seen.push(f);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,18 @@
 //! our end of the socket is closed, when this back end is dropped or when DuVisor dies in any
 //! way (the kernel closes the socket then); no process is left behind and no signal is needed.
 //!
+//! Port forwarding (`hostfwd=`): passt takes one `-t`/`-u ADDR/HOSTPORT:GUESTPORT` option
+//! per forward and binds those ports while it starts, before it goes into the background.
+//! When it cannot bind any port of an option it exits with status 1 and "Failed to bind any
+//! port for '-t …', exiting", so one option per port turns every failed bind into a start-up
+//! error, which we report with the reason from a bind of our own. Probing the port before
+//! starting passt would race with other programs; asking afterwards only explains passt's
+//! answer. An address is always given: without one, passt binds IPv4 and IPv6 and is content
+//! with either, so a port taken on IPv4 would quietly be forwarded on IPv6 only. passt takes a
+//! host port once per protocol whatever the address ("Overlapping port specifier"), which the
+//! `--net` parser checks before anything starts. The listening sockets are passt's: they go
+//! away with it when our end of the socket closes.
+//!
 //! The stream is nonblocking on our side: partial frames are buffered in both directions, so
 //! framing is never lost; a length above the device's frame limit means the stream is out of
 //! step, which is reported as an error (the device then takes the link down), never a panic.
@@ -31,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::Backend;
+use super::{Backend, HostFwd, Proto};
 
 /// Environment variable naming the passt binary to use instead of the one on `PATH`.
 pub const PASST_ENV: &str = "DUVISOR_PASST";
@@ -66,18 +78,19 @@ pub struct Passt {
 }
 
 impl Passt {
-    /// Find passt (`$DUVISOR_PASST`, else `passt` on `PATH`) and start it.
-    pub fn open() -> anyhow::Result<Passt> {
+    /// Find passt (`$DUVISOR_PASST`, else `passt` on `PATH`) and start it, forwarding `fwds`.
+    pub fn open(fwds: &[HostFwd]) -> anyhow::Result<Passt> {
         let bin = find_passt(
             std::env::var_os(PASST_ENV).filter(|v| !v.is_empty()),
             std::env::var_os("PATH"),
         )?;
-        Passt::start(&bin, START_TIMEOUT)
+        Passt::start(&bin, fwds, START_TIMEOUT)
     }
 
-    /// Start `bin` with one end of a new socket pair as its `--fd`; wait at most `timeout`
-    /// for it to configure itself and go into the background.
-    pub fn start(bin: &Path, timeout: Duration) -> anyhow::Result<Passt> {
+    /// Start `bin` with one end of a new socket pair as its `--fd`, forwarding `fwds`; wait
+    /// at most `timeout` for it to configure itself, bind the forwarded ports and go into the
+    /// background.
+    pub fn start(bin: &Path, fwds: &[HostFwd], timeout: Duration) -> anyhow::Result<Passt> {
         let (ours, theirs) = UnixStream::pair().context("--net passt: creating a socket pair")?;
         for s in [&ours, &theirs] {
             grow_buffers(s);
@@ -93,8 +106,11 @@ impl Passt {
         };
         let fd = theirs.as_raw_fd();
         let mut cmd = Command::new(bin);
-        cmd.args(["--fd", &PASST_FD.to_string(), "--quiet", "--mtu", MTU])
-            .stdin(Stdio::null())
+        cmd.args(["--fd", &PASST_FD.to_string(), "--quiet", "--mtu", MTU]);
+        for f in fwds {
+            cmd.args(fwd_args(f));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // SAFETY: the hook runs in the forked child before exec and calls only dup2 and fcntl,
@@ -113,7 +129,7 @@ impl Passt {
             .spawn()
             .with_context(|| format!("--net passt: cannot run {}", bin.display()))?;
         drop(theirs);
-        wait_started(child, bin, timeout)?;
+        wait_started(child, bin, fwds, timeout)?;
         ours.set_nonblocking(true)
             .context("--net passt: making the socket nonblocking")?;
         Ok(Passt::from_stream(ours))
@@ -313,7 +329,12 @@ fn search_path(
 
 /// Wait until the passt we started has gone into the background (it exits with status 0),
 /// collecting its stderr; any other outcome is an error quoting that stderr in one line.
-fn wait_started(mut child: Child, bin: &Path, timeout: Duration) -> anyhow::Result<()> {
+fn wait_started(
+    mut child: Child,
+    bin: &Path,
+    fwds: &[HostFwd],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut err_pipe = child.stderr.take().expect("stderr is piped");
     let mut stderr = Vec::new();
@@ -366,6 +387,18 @@ fn wait_started(mut child: Child, bin: &Path, timeout: Duration) -> anyhow::Resu
     let msg = summarize_stderr(&String::from_utf8_lossy(&stderr));
     match status {
         Some(st) if st.success() => Ok(()),
+        Some(_) if msg.contains("Failed to bind") => {
+            // passt binds the forwarded ports before it goes into the background, one
+            // option per port, and exits with status 1 naming the option whose port it could
+            // not bind. It does not say why, so ask the kernel the same question now.
+            match fwds.iter().find(|f| {
+                let [opt, spec] = fwd_args(f);
+                msg.contains(&format!("'{opt} {spec}'"))
+            }) {
+                Some(f) => bail!("--net passt: {f}: {}", bind_failure(f, &msg)),
+                None => bail!("--net passt: passt cannot bind a forwarded port: {msg}"),
+            }
+        }
         Some(st) => {
             let how = match st.code() {
                 Some(c) => format!("exit status {c}"),
@@ -392,6 +425,47 @@ fn wait_started(mut child: Child, bin: &Path, timeout: Duration) -> anyhow::Resu
                 format!(": {msg}")
             }
         ),
+    }
+}
+
+/// passt's option forwarding `f`: one option per port, with its address, so that passt
+/// fails when that port cannot be bound (it only fails when no port of an option can be).
+fn fwd_args(f: &HostFwd) -> [String; 2] {
+    let opt = match f.proto {
+        Proto::Tcp => "-t",
+        Proto::Udp => "-u",
+    };
+    let spec = format!("{}/{}:{}", f.bind_addr(), f.host_port, f.guest_port);
+    [opt.to_string(), spec]
+}
+
+/// Why `f`'s host port cannot be bound, once passt has said it could not: a bind of our own,
+/// with the same privileges passt had when it tried. Only the explanation depends on it;
+/// whether it failed is passt's answer.
+fn bind_failure(f: &HostFwd, passt_said: &str) -> String {
+    let at = std::net::SocketAddr::new(f.bind_addr(), f.host_port);
+    let what = format!("cannot listen on {} port {at}", f.proto);
+    // passt binds only the address families it found a host interface for.
+    let family = if at.is_ipv6() { "IPv6" } else { "IPv4" };
+    if passt_said.contains(&format!("No external routable interface for {family}")) {
+        return format!(
+            "{what}: passt does not use {family} (the host has no {family} default route)"
+        );
+    }
+    let probe = match f.proto {
+        Proto::Tcp => std::net::TcpListener::bind(at).map(drop),
+        Proto::Udp => std::net::UdpSocket::bind(at).map(drop),
+    };
+    match probe {
+        Err(e) => match e.kind() {
+            io::ErrorKind::AddrInUse => format!("{what}: it is in use"),
+            io::ErrorKind::AddrNotAvailable => {
+                format!("{what}: the host has no address {}", f.bind_addr())
+            }
+            io::ErrorKind::PermissionDenied => format!("{what}: permission denied"),
+            _ => format!("{what}: {e}"),
+        },
+        Ok(()) => format!("{what} (passt could not bind it; it is free now)"),
     }
 }
 
@@ -644,7 +718,7 @@ mod tests {
             "echo 'Failed to send 36 bytes to syslog' >&2\n\
              echo \"passt: unrecognized option '$1'\" >&2\necho 'Usage: passt' >&2\nexit 1",
         );
-        let e = Passt::start(&bad, Duration::from_secs(10))
+        let e = Passt::start(&bad, &[], Duration::from_secs(10))
             .err()
             .unwrap()
             .to_string();
@@ -657,10 +731,60 @@ mod tests {
     }
 
     #[test]
+    fn forwards_are_one_option_each_with_an_address() {
+        let f = |s: &str| s.parse::<HostFwd>().unwrap();
+        assert_eq!(fwd_args(&f("tcp:2222:22")), ["-t", "0.0.0.0/2222:22"]);
+        assert_eq!(
+            fwd_args(&f("udp:127.0.0.1:5353:53")),
+            ["-u", "127.0.0.1/5353:53"]
+        );
+        assert_eq!(fwd_args(&f("tcp:[::1]:8080:80")), ["-t", "::1/8080:80"]);
+    }
+
+    #[test]
+    fn a_port_passt_cannot_bind_is_named_with_the_reason() {
+        // Hold a port, and stand in for passt as it fails to bind it: the error names the
+        // forward and says why, in one line.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let bad = script(
+            "bind-passt",
+            &format!(
+                "echo \"Failed to bind any port for '-t 127.0.0.1/{port}:22', exiting\" >&2\nexit 1"
+            ),
+        );
+        let fwds: Vec<HostFwd> = vec![
+            "udp:127.0.0.1:9:9".parse().unwrap(),
+            format!("tcp:127.0.0.1:{port}:22").parse().unwrap(),
+        ];
+        let e = Passt::start(&bad, &fwds, Duration::from_secs(10))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "--net passt: hostfwd=tcp:127.0.0.1:{port}:22: cannot listen on tcp port \
+                 127.0.0.1:{port}: it is in use"
+            )
+        );
+        // Free again by the time we look: said so, still an error.
+        drop(held);
+        let e = Passt::start(&bad, &fwds, Duration::from_secs(10))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.ends_with("(passt could not bind it; it is free now)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_passt_that_never_starts_is_stopped() {
         let slow = script("slow-passt", "exec sleep 30");
         let t = Instant::now();
-        let e = Passt::start(&slow, Duration::from_millis(300))
+        let e = Passt::start(&slow, &[], Duration::from_millis(300))
             .err()
             .unwrap()
             .to_string();
@@ -677,7 +801,7 @@ mod tests {
             "[ \"$1 $2\" = \"--fd 3\" ] || { echo \"bad arguments: $*\" >&2; exit 2; }\n\
              cat <&3 >&3 2>/dev/null &\nexit 0",
         );
-        let mut p = Passt::start(&echo, Duration::from_secs(10)).unwrap();
+        let mut p = Passt::start(&echo, &[], Duration::from_secs(10)).unwrap();
         let frames: Vec<Vec<u8>> = (0..20).map(|i| frame(60 + i * 71, i as u8)).collect();
         for f in &frames {
             p.send(f).unwrap();

@@ -397,7 +397,8 @@ fn parse_net_specs() {
         "tap=tap0".parse::<NetSpec>().unwrap(),
         NetSpec {
             backend: NetBackend::Tap("tap0".into()),
-            mac: None
+            mac: None,
+            hostfwd: vec![],
         }
     );
     let n: NetSpec = "passt,mac=02:00:00:aa:bb:0c".parse().unwrap();
@@ -416,4 +417,118 @@ fn parse_net_specs() {
     assert!("vde=x".parse::<NetSpec>().is_err());
     assert_eq!(default_mac(0).to_string(), "52:54:00:12:34:56");
     assert_eq!(default_mac(1).to_string(), "52:54:00:12:34:57");
+}
+
+#[test]
+fn parse_hostfwd() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let n: NetSpec =
+        "hostfwd=tcp:2222:22,passt,hostfwd=udp:127.0.0.1:5353:53,mac=02:00:00:00:00:01,\
+                      hostfwd=tcp:[::1]:8080:80"
+            .parse()
+            .unwrap();
+    assert_eq!(n.backend, NetBackend::Passt);
+    assert_eq!(n.mac, Some(Mac([2, 0, 0, 0, 0, 1])));
+    assert_eq!(
+        n.hostfwd,
+        [
+            HostFwd {
+                proto: Proto::Tcp,
+                addr: None,
+                host_port: 2222,
+                guest_port: 22
+            },
+            HostFwd {
+                proto: Proto::Udp,
+                addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                host_port: 5353,
+                guest_port: 53
+            },
+            HostFwd {
+                proto: Proto::Tcp,
+                addr: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                host_port: 8080,
+                guest_port: 80
+            },
+        ]
+    );
+    // The default address is every IPv4 one; the text form round-trips.
+    assert_eq!(n.hostfwd[0].bind_addr(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    for f in &n.hostfwd {
+        let text = f.to_string();
+        let back: HostFwd = text.strip_prefix("hostfwd=").unwrap().parse().unwrap();
+        assert_eq!(&back, f, "{text}");
+    }
+    assert_eq!(n.hostfwd[2].to_string(), "hostfwd=tcp:[::1]:8080:80");
+    // The same port on two protocols is two forwards.
+    assert!("passt,hostfwd=tcp:53:53,hostfwd=udp:53:53"
+        .parse::<NetSpec>()
+        .is_ok());
+    assert_eq!(
+        "passt,hostfwd=tcp:1:65535"
+            .parse::<NetSpec>()
+            .unwrap()
+            .hostfwd[0]
+            .guest_port,
+        65535
+    );
+
+    let err = |s: &str| s.parse::<NetSpec>().unwrap_err();
+    assert_eq!(
+        err("passt,hostfwd=sctp:1:2"),
+        "hostfwd=\"sctp:1:2\": unknown protocol \"sctp\" (want tcp or udp)"
+    );
+    assert_eq!(
+        err("passt,hostfwd=tcp:0:22"),
+        "hostfwd=\"tcp:0:22\": bad host port \"0\" (want 1 to 65535)"
+    );
+    assert_eq!(
+        err("passt,hostfwd=tcp:2222:65536"),
+        "hostfwd=\"tcp:2222:65536\": bad guest port \"65536\" (want 1 to 65535)"
+    );
+    for bad_port in ["tcp:-1:22", "tcp:+22:22", "tcp::22", "tcp:22:", "tcp:x:22"] {
+        assert!(
+            err(&format!("passt,hostfwd={bad_port}")).contains("port"),
+            "{bad_port}"
+        );
+    }
+    assert_eq!(
+        err("passt,hostfwd=tcp:1.2.3:2222:22"),
+        "hostfwd=\"tcp:1.2.3:2222:22\": bad host address \"1.2.3\" (an IPv4 address, or an \
+         IPv6 one in brackets)"
+    );
+    assert!(err("passt,hostfwd=tcp:[::1:2222:22").starts_with("bad hostfwd="));
+    assert!(err("passt,hostfwd=tcp:[1.2.3.4]:2222:22").contains("bad host address"));
+    assert!(err("passt,hostfwd=tcp:::1:2222:22").starts_with("bad hostfwd="));
+    for malformed in [
+        "passt,hostfwd=",
+        "passt,hostfwd=tcp",
+        "passt,hostfwd=tcp:22",
+        "passt,hostfwd=tcp:a:b:c:d",
+    ] {
+        assert!(
+            err(malformed).contains("want hostfwd=tcp|udp:[ADDR:]HOSTPORT:GUESTPORT"),
+            "{malformed}: {}",
+            err(malformed)
+        );
+    }
+    assert_eq!(
+        err("tap=tap0,hostfwd=tcp:2222:22"),
+        "hostfwd=tcp:2222:22: port forwarding is not supported for tap= devices, only for \
+         passt (forward on the host, e.g. with nftables)"
+    );
+    // passt takes a host port once per protocol, whatever the address.
+    assert_eq!(
+        err("passt,hostfwd=tcp:2222:22,hostfwd=tcp:127.0.0.1:2222:23"),
+        "host port tcp 2222 is forwarded twice (hostfwd=tcp:2222:22 and \
+         hostfwd=tcp:127.0.0.1:2222:23)"
+    );
+    let two: Vec<NetSpec> = ["passt,hostfwd=udp:7000:7", "passt,hostfwd=udp:7000:8"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(check_host_ports(&two)
+        .unwrap_err()
+        .starts_with("host port udp 7000 is forwarded twice"));
+    assert!(check_host_ports(&two[..1]).is_ok());
 }
