@@ -3,8 +3,11 @@
 # binutils (the dvext tests assemble their guest programs), cpio (initramfs round-trip test),
 # QEMU 10 from bookworm-backports (the reference the boot tests and benchmarks compare to),
 # qemu-utils (qemu-img and qemu-io: the qcow2 tests' reference),
-# passt (the user-mode networking back end of `duvisor run --net passt`), and Debian's S-mode
-# U-Boot (u-boot-qemu) with mkfs.ext4 and sfdisk to make the disks the firmware tests boot.
+# passt (the user-mode networking back end of `duvisor run --net passt`), Debian's S-mode
+# U-Boot (u-boot-qemu) with mkfs.ext4 and sfdisk to make the disks the firmware tests boot, and
+# what `duvisor fetch-guest --disk` builds Debian disk images with: mmdebstrap and
+# qemu-user-static (the riscv64 second stage; both from bookworm-backports), e2fsprogs and
+# fdisk, plus openssh-client for the disk image test.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -20,10 +23,15 @@ command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || need+=(qemu-u
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v sfdisk >/dev/null || need+=(fdisk)
 command -v ip >/dev/null || need+=(iproute2)  # the network tests and benchmark rows create namespaces, TAP and veth interfaces
+command -v ssh-keygen >/dev/null || need+=(openssh-client)  # the disk image test logs in over ssh
 want_qemu=0
 if ! command -v qemu-system-riscv64 >/dev/null; then want_qemu=1; fi
+# Disk images: mmdebstrap 1.5 and QEMU 10's user-mode emulator for the riscv64 second stage.
+backports=()
+command -v mmdebstrap >/dev/null || backports+=(mmdebstrap)
+[ -e /usr/lib/binfmt.d/qemu-riscv64.conf ] || backports+=(qemu-user-static)
 
-if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ]; then
+if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ] || [ ${#backports[@]} -gt 0 ]; then
     if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
         printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
             | $SUDO tee /etc/apt/sources.list.d/duvisor-backports.sources >/dev/null
@@ -31,6 +39,7 @@ if [ ${#need[@]} -gt 0 ] || [ $want_qemu = 1 ]; then
     $SUDO apt-get update -qq
     [ ${#need[@]} -gt 0 ] && $SUDO apt-get install -y -qq "${need[@]}"
     [ $want_qemu = 1 ] && $SUDO apt-get install -y -qq -t bookworm-backports qemu-system-misc
+    [ ${#backports[@]} -gt 0 ] && $SUDO apt-get install -y -qq -t bookworm-backports "${backports[@]}"
 fi
 
 # bookworm's passt (snapshot 2023-03-09) never completes the handshake of a TCP connection to a

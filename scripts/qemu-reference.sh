@@ -4,8 +4,8 @@
 #
 #   scripts/qemu-reference.sh KERNEL INITRD [CPUS]
 #
-# KERNEL and INITRD are what duvisor's guest_fetch::fetch_guest returns (by default under
-# ~/.cache/duvisor/debian/guest/). The script waits for the guest's "duvisor-guest: ready"
+# KERNEL and INITRD are what guest_fetch::fetch_guest (crates/guest-fetch) returns (by default
+# under ~/.cache/duvisor/debian/guest/). The script waits for the guest's "duvisor-guest: ready"
 # line and its shell prompt, types $COMMANDS, and waits for QEMU to exit (the last command
 # powers the guest off). The whole console output goes to stdout and to $LOG, followed by a
 # summary line with the timings.

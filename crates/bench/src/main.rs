@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use duvisor::guest_console::{self, ConsoleOptions, ConsoleRun};
-use duvisor::guest_fetch::{self, GuestFiles};
+use guest_fetch::{GuestFiles, READY_MARKERS};
 
 use report::{Meta, RowResult, Sample, Side};
 use workloads::{RowId, Sizes, Timing, ALL_ROWS};
@@ -215,7 +215,8 @@ impl Bench<'_> {
             Side::Duvisor => {
                 let mut c = guest_console::duvisor_command(
                     self.duvisor,
-                    self.guest,
+                    &self.guest.kernel,
+                    &self.guest.initrd,
                     cpus,
                     self.memory,
                     extra,
@@ -230,7 +231,13 @@ impl Bench<'_> {
                 c
             }
             Side::Qemu => {
-                let mut c = guest_console::qemu_command(self.guest, cpus, self.memory, extra);
+                let mut c = guest_console::qemu_command(
+                    &self.guest.kernel,
+                    &self.guest.initrd,
+                    cpus,
+                    self.memory,
+                    extra,
+                );
                 if let Some(d) = disk {
                     c.arg("-drive")
                         .arg(format!("file={},format=raw,if=none,id=d0", d.display()))
@@ -242,7 +249,7 @@ impl Bench<'_> {
     }
 
     fn run(&self, row: &workloads::Row, side: Side) -> Sample {
-        let opts = ConsoleOptions::new(&row.script, self.timeout)
+        let opts = ConsoleOptions::new(&row.script, self.timeout, READY_MARKERS)
             .watch(workloads::START)
             .watch(workloads::END);
         if let Some(dir) = row.net {
@@ -480,8 +487,10 @@ fn real_main() -> Result<()> {
     } else {
         eprintln!("duvisor-bench: one more duvisor boot (1 vCPU) with --stats");
         let cmd = bench.command(Side::Duvisor, 1, false, &["--stats"]);
-        let r =
-            guest_console::run_console(cmd, &ConsoleOptions::new("poweroff -f\n", bench.timeout))?;
+        let r = guest_console::run_console(
+            cmd,
+            &ConsoleOptions::new("poweroff -f\n", bench.timeout, READY_MARKERS),
+        )?;
         r.stderr
             .find("--- duvisor statistics ---")
             .map(|i| r.stderr[i..].trim_end().to_string())

@@ -138,12 +138,31 @@ pub struct FetchArgs {
     /// Cache directory (default: $DUVISOR_CACHE or ~/.cache/duvisor).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Build a bootable Debian riscv64 disk image (raw, GPT, ext4 root, booted by U-Boot's
+    /// extlinux) at FILE instead. Needs root, mmdebstrap and qemu-user-static.
+    #[arg(long, value_name = "FILE")]
+    pub disk: Option<PathBuf>,
+    /// Size of the disk image (e.g. 4G, 8192M; a bare number is MiB) [default: 4G].
+    #[arg(long, requires = "disk", value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// An OpenSSH public key (FILE.pub) that may log in to the image as root over ssh.
+    /// Without one, root logs in on the console only (no password).
+    #[arg(long, requires = "disk", value_name = "FILE.pub")]
+    pub ssh_key: Option<PathBuf>,
+    /// The image's host name [default: duvisor].
+    #[arg(long, requires = "disk")]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Boot a Debian disk image (see fetch-guest --disk) through Debian's U-Boot instead; without
+    /// FILE, the cache's demo.img, built first when missing (needs root). (Not --disk: that
+    /// adds a plain disk, as for run.)
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub disk_image: Option<Option<PathBuf>>,
     #[command(flatten)]
     pub machine: MachineArgs,
 }

@@ -2,7 +2,8 @@
 //! benchmark harness (`crates/bench`) share this.
 //!
 //! [`run_console`] starts a VM command (duvisor or QEMU) with the console on its stdin and
-//! stdout, waits for the guest's ready marker ([`READY_MARKER`]), types a script, and collects
+//! stdout, waits for one of the guest's ready markers (the caller's, [`ConsoleOptions::ready`]:
+//! this crate knows nothing of the guests themselves), types a script, and collects
 //! everything the guest prints until the process exits or a timeout passes. Along the way it
 //! stamps the first appearance of chosen strings ([`ConsoleOptions::watch`]) with the host's
 //! wall clock, and on exit reads the child's own resource usage with `wait4` (its peak RSS,
@@ -18,19 +19,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::guest_fetch::GuestFiles;
-pub use crate::guest_fetch::READY_MARKER;
-
-/// Printed by busybox ash when the guest's interactive shell starts.
-pub const SHELL_BANNER: &str = "built-in shell (ash)";
-
 /// The kernel command line the tests and the benchmark boot the reference guest with.
 pub const CMDLINE: &str = "console=ttyS0 panic=-1";
 
-/// `duvisor run` of `guest` with `cpus` vCPUs and `memory` (e.g. `512M`), plus `extra` args.
+/// `duvisor run` of `kernel` and `initrd` with `cpus` vCPUs and `memory` (e.g. `512M`), plus
+/// `extra` args.
 pub fn duvisor_command(
     duvisor: &Path,
-    guest: &GuestFiles,
+    kernel: &Path,
+    initrd: &Path,
     cpus: u32,
     memory: &str,
     extra: &[&str],
@@ -38,9 +35,9 @@ pub fn duvisor_command(
     let mut c = Command::new(duvisor);
     c.arg("run")
         .arg("--kernel")
-        .arg(&guest.kernel)
+        .arg(kernel)
         .arg("--initrd")
-        .arg(&guest.initrd)
+        .arg(initrd)
         .arg("--cmdline")
         .arg(CMDLINE)
         .arg("--cpus")
@@ -53,14 +50,20 @@ pub fn duvisor_command(
 
 /// `qemu-system-riscv64 -M virt` booting the same kernel and initramfs, console on stdio,
 /// exiting when the guest powers off or resets; `extra` args are appended.
-pub fn qemu_command(guest: &GuestFiles, cpus: u32, memory: &str, extra: &[&str]) -> Command {
+pub fn qemu_command(
+    kernel: &Path,
+    initrd: &Path,
+    cpus: u32,
+    memory: &str,
+    extra: &[&str],
+) -> Command {
     let mut c = Command::new("qemu-system-riscv64");
     c.args(["-M", "virt", "-m", memory, "-smp", &cpus.to_string()])
         .args(["-nographic", "-no-reboot"])
         .arg("-kernel")
-        .arg(&guest.kernel)
+        .arg(kernel)
         .arg("-initrd")
-        .arg(&guest.initrd)
+        .arg(initrd)
         .arg("-append")
         .arg(CMDLINE)
         .args(extra);
@@ -70,8 +73,10 @@ pub fn qemu_command(guest: &GuestFiles, cpus: u32, memory: &str, extra: &[&str])
 /// What to type and what to watch for.
 #[derive(Debug, Clone)]
 pub struct ConsoleOptions {
-    /// Typed line by line once the ready marker is seen.
+    /// Typed line by line once a ready marker is seen.
     pub script: String,
+    /// The guest is ready for the script once it printed any of these.
+    pub ready: Vec<String>,
     /// The process is killed when it is still running this long after it was spawned.
     pub timeout: Duration,
     /// Strings whose first appearance in the output is time-stamped (see [`ConsoleRun::seen`]).
@@ -86,9 +91,11 @@ pub struct ConsoleOptions {
 }
 
 impl ConsoleOptions {
-    pub fn new(script: &str, timeout: Duration) -> Self {
+    /// Types `script` once the guest printed one of `ready`.
+    pub fn new(script: &str, timeout: Duration, ready: &[&str]) -> Self {
         Self {
             script: script.to_string(),
+            ready: ready.iter().map(|r| r.to_string()).collect(),
             timeout,
             watch: Vec::new(),
             settle: Duration::from_millis(300),
@@ -124,7 +131,7 @@ pub struct ConsoleRun {
     pub stderr: String,
     /// Spawn to process exit.
     pub elapsed: Duration,
-    /// Spawn to the first appearance of the ready marker.
+    /// Spawn to the first appearance of a ready marker.
     pub ready_at: Option<Duration>,
     /// Spawn to the first appearance of each watched string, in [`ConsoleOptions::watch`] order.
     pub seen: Vec<(String, Option<Duration>)>,
@@ -280,11 +287,11 @@ pub fn run_console(cmd: Command, opts: &ConsoleOptions) -> std::io::Result<Conso
                         let _ = tx.take().map(|tx| tx.send(t));
                     }
                 }
-                // Kernel messages on other CPUs can land in the middle of the marker line, so
-                // the shell's own banner also counts as ready.
                 if ready_at.is_none()
-                    && (find_from(&out, READY_MARKER.as_bytes(), from)
-                        || find_from(&out, SHELL_BANNER.as_bytes(), from))
+                    && opts
+                        .ready
+                        .iter()
+                        .any(|r| find_from(&out, r.as_bytes(), from))
                 {
                     ready_at = Some(t);
                     std::thread::sleep(opts.settle);
@@ -387,10 +394,11 @@ mod tests {
     fn console_of_a_shell() {
         // `sh` stands in for a guest: it prints the marker, then runs what we type.
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(format!("echo '{READY_MARKER}'; exec sh"));
+        cmd.arg("-c").arg("echo 'guest: ready'; exec sh");
         let opts = ConsoleOptions::new(
             "echo \"ST\"\"ART=1\"\necho \"VA\"\"L=42\"\nexit 7",
             Duration::from_secs(20),
+            &["not this one", "guest: ready"],
         )
         .watch("START=")
         .watch("VAL=")
@@ -409,8 +417,8 @@ mod tests {
     fn samples_the_resident_set_while_it_runs() {
         let mut cmd = Command::new("sleep");
         cmd.arg("0.5");
-        let opts =
-            ConsoleOptions::new("", Duration::from_secs(5)).sample_rss(Duration::from_millis(50));
+        let opts = ConsoleOptions::new("", Duration::from_secs(5), &[])
+            .sample_rss(Duration::from_millis(50));
         let r = run_console(cmd, &opts).unwrap();
         assert!(r.rss_samples.len() >= 3, "{:?}", r.rss_samples);
         assert!(r.rss_samples.windows(2).all(|w| w[0].at < w[1].at));
@@ -423,7 +431,11 @@ mod tests {
     fn timeout_kills() {
         let mut cmd = Command::new("sleep");
         cmd.arg("30");
-        let r = run_console(cmd, &ConsoleOptions::new("", Duration::from_millis(300))).unwrap();
+        let r = run_console(
+            cmd,
+            &ConsoleOptions::new("", Duration::from_millis(300), &[]),
+        )
+        .unwrap();
         assert!(r.timed_out);
         assert_eq!(r.status, None);
         assert!(r.elapsed < Duration::from_secs(10));

@@ -10,7 +10,6 @@ pub mod fdt;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guest_console;
-pub mod guest_fetch;
 pub mod loader;
 pub mod privileges;
 pub mod sandbox;

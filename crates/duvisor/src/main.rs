@@ -7,10 +7,11 @@ use anyhow::Result;
 use clap::Parser;
 use duvisor::cli::{Cli, Command, MachineArgs};
 use duvisor::console::{stdin_is_tty, Console};
-use duvisor::guest_fetch;
+use duvisor::devices::virtio::blk::DiskSpec;
 use duvisor::sandbox::ThreadClass;
 use duvisor::vm::control::Outcome;
 use duvisor::vm::{Boot, Vm, VmConfig, DEFAULT_CMDLINE};
+use guest_fetch::disk::{self, DiskOptions};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -38,6 +39,22 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::FetchGuest(a) => {
             let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
+            if let Some(out) = a.disk {
+                let mut opts = DiskOptions::default();
+                if let Some(size) = a.size {
+                    opts.size = size;
+                }
+                if let Some(key) = a.ssh_key {
+                    opts.ssh_key = Some(disk::read_ssh_key(&key)?);
+                }
+                if let Some(h) = a.hostname {
+                    opts.hostname = h;
+                }
+                let img = disk::build_disk(&out, &opts, &dir, true)?;
+                println!("disk: {}", img.path.display());
+                println!("root: UUID={}", img.root_uuid);
+                return Ok(0);
+            }
             let g = guest_fetch::fetch_guest(&dir, true)?;
             println!("kernel: {}", g.kernel.display());
             println!("initrd: {}", g.initrd.display());
@@ -45,6 +62,22 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Demo(a) => {
             let dir = a.cache.unwrap_or_else(guest_fetch::default_cache_dir);
+            if let Some(image) = a.disk_image {
+                let path = image.unwrap_or_else(|| dir.join("debian-disk").join("demo.img"));
+                if !path.exists() {
+                    disk::build_disk(&path, &DiskOptions::default(), &dir, true)?;
+                }
+                let mut cfg = config(Boot::Firmware(disk::UBOOT.into()), &a.machine);
+                // The image is the first disk (vda), as its extlinux.conf and U-Boot expect.
+                cfg.disks.insert(
+                    0,
+                    DiskSpec {
+                        path,
+                        readonly: false,
+                    },
+                );
+                return run(cfg, &a.machine);
+            }
             let g = guest_fetch::fetch_guest(&dir, true)?;
             let boot = Boot::Kernel {
                 image: g.kernel,

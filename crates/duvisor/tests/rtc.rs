@@ -189,7 +189,7 @@ struct TimedRun {
 
 impl TimedRun {
     fn start(cmd: std::process::Command, script: &str, tags: &[&str]) -> TimedRun {
-        let mut opts = ConsoleOptions::new(script, TIMEOUT);
+        let mut opts = ConsoleOptions::new(script, TIMEOUT, guest_fetch::READY_MARKERS);
         for t in tags {
             opts = opts.watch(&format!("{t}="));
         }

@@ -54,8 +54,12 @@ echo "BA""D=$(dmesg | grep -c -i -E 'soft lockup|rcu.*stall|blocked for more tha
 echo "FR""EE=$(grep MemAvailable /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
 poweroff -f"#
     );
-    let opts = ConsoleOptions::new(&script, Duration::from_secs(secs * 6 + 300))
-        .sample_rss(Duration::from_millis(500));
+    let opts = ConsoleOptions::new(
+        &script,
+        Duration::from_secs(secs * 6 + 300),
+        guest_fetch::READY_MARKERS,
+    )
+    .sample_rss(Duration::from_millis(500));
     let r = guest_console::run_console(cmd, &opts).expect("spawning the VM");
     assert_eq!(r.status, Some(0), "no clean power-off:\n{}", r.stderr);
 

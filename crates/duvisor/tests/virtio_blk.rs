@@ -168,7 +168,7 @@ fn sync_survives_sigkill() {
         if let Ok(b) = rx.recv_timeout(Duration::from_millis(20)) {
             text.push_str(&String::from_utf8_lossy(&b));
         }
-        if !sent && text.contains(duvisor::guest_fetch::READY_MARKER) {
+        if !sent && text.contains(guest_fetch::READY_MARKER) {
             std::thread::sleep(Duration::from_millis(300));
             use std::io::Write;
             let s = stdin.as_mut().unwrap();

@@ -594,10 +594,14 @@ poweroff -f"#,
         "passt,hostfwd=tcp:127.0.0.1:{tcp_port}:8022,hostfwd=udp:{udp_port}:{UDP_ECHO_PORT}"
     );
     let g = guest();
-    let opts = duvisor::guest_console::ConsoleOptions::new(&script, Duration::from_secs(240))
-        .notify("ECHO-READY", echo_tx)
-        .notify("LISTENING=", listen_tx)
-        .notify("TCPGOT=", seen_tx);
+    let opts = duvisor::guest_console::ConsoleOptions::new(
+        &script,
+        Duration::from_secs(240),
+        guest_fetch::READY_MARKERS,
+    )
+    .notify("ECHO-READY", echo_tx)
+    .notify("LISTENING=", listen_tx)
+    .notify("TCPGOT=", seen_tx);
     let run =
         duvisor::guest_console::run_console(ns.exec(duvisor_cmd(&g, 1, &["--net", &fwd])), &opts)
             .unwrap();

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use duvisor::guest_console::{self, ConsoleOptions};
-use duvisor::guest_fetch::{self, GuestFiles};
+use guest_fetch::{GuestFiles, READY_MARKERS};
 
 pub use duvisor::guest_console::ConsoleRun as Run;
 
@@ -29,7 +29,8 @@ pub fn guest() -> GuestFiles {
 /// Start `cmd` with the guest console on stdin/stdout; once the guest prints the ready
 /// marker, type `script`; collect everything until the process exits or `timeout` passes.
 pub fn run_console(cmd: Command, script: &str, timeout: Duration) -> Run {
-    guest_console::run_console(cmd, &ConsoleOptions::new(script, timeout)).expect("spawning the VM")
+    guest_console::run_console(cmd, &ConsoleOptions::new(script, timeout, READY_MARKERS))
+        .expect("spawning the VM")
 }
 
 pub fn duvisor_bin() -> PathBuf {
@@ -37,11 +38,11 @@ pub fn duvisor_bin() -> PathBuf {
 }
 
 pub fn duvisor_cmd(g: &GuestFiles, cpus: u32, extra: &[&str]) -> Command {
-    guest_console::duvisor_command(&duvisor_bin(), g, cpus, "512M", extra)
+    guest_console::duvisor_command(&duvisor_bin(), &g.kernel, &g.initrd, cpus, "512M", extra)
 }
 
 pub fn qemu_cmd(g: &GuestFiles, cpus: u32) -> Command {
-    guest_console::qemu_command(g, cpus, "512M", &[])
+    guest_console::qemu_command(&g.kernel, &g.initrd, cpus, "512M", &[])
 }
 
 /// A script that prints comparable facts about the guest (among them whether user space reads

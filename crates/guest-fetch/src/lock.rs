@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn excludes_threads_and_takes_over_dead_owners() {
-        let dir = crate::guest_fetch::testutil::TempDir::new("lock");
+        let dir = crate::testutil::TempDir::new("lock");
         let path = dir.path().join(".lock");
         let inside = Arc::new(AtomicU32::new(0));
         let threads: Vec<_> = (0..4)

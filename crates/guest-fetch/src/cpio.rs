@@ -286,7 +286,7 @@ pub(crate) mod tests {
             return;
         }
         let bytes = sample();
-        let dir = crate::guest_fetch::testutil::TempDir::new("cpio");
+        let dir = crate::testutil::TempDir::new("cpio");
         let mut child = Command::new("cpio")
             .args(["-idm", "--quiet", "--no-absolute-filenames"])
             .current_dir(dir.path())

@@ -1,3 +1,5 @@
+//! Guests for duvisor, built from Debian packages; not hypervisor code.
+//!
 //! Fetching the reference guest: the stock Debian riscv64 kernel and a busybox initramfs.
 //!
 //! [`fetch_guest`] downloads `linux-image-riscv64` (resolved to the versioned kernel package and
@@ -27,6 +29,8 @@
 
 mod apt;
 mod cpio;
+pub mod disk;
+mod image;
 mod initramfs;
 mod lock;
 
@@ -41,14 +45,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub use crate::loader::ImageHeader;
 use apt::{AptEnv, PackageInfo};
+pub use image::ImageHeader;
+pub use initramfs::{READY_MARKER, SHELL_BANNER};
 
-/// Check that `bytes` start with a RISC-V Linux `Image` header (the loader's own check).
+/// What the reference guest prints when its console is ready for input, either of them: kernel
+/// messages on other CPUs can land in the middle of the marker line, so the shell's own banner
+/// also counts.
+pub const READY_MARKERS: &[&str] = &[READY_MARKER, SHELL_BANNER];
+
+/// Check that `bytes` start with a RISC-V Linux `Image` header.
 pub fn parse_image_header(bytes: &[u8]) -> Result<ImageHeader> {
-    Ok(ImageHeader::parse(bytes)?)
+    ImageHeader::parse(bytes)
 }
-pub use initramfs::READY_MARKER;
 
 /// The files to boot the reference guest with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +139,7 @@ pub fn fetch_guest(cache_dir: &Path, progress: bool) -> Result<GuestFiles> {
 }
 
 /// Progress display: a spinner with the current step and a line per finished step.
-struct Ui {
+pub(crate) struct Ui {
     bar: Option<ProgressBar>,
     current: std::cell::RefCell<Option<(String, Instant)>>,
 }
@@ -181,6 +190,14 @@ impl Ui {
             bar.set_message(msg.clone());
         }
         *self.current.borrow_mut() = Some((msg, Instant::now()));
+    }
+
+    /// Shows `detail` after the current step's message (a tool's latest line, say).
+    fn detail(&self, detail: &str) {
+        if let (Some(bar), Some((msg, _))) = (&self.bar, &*self.current.borrow()) {
+            let detail: String = detail.chars().take(60).collect();
+            bar.set_message(format!("{msg}: {detail}"));
+        }
     }
 
     fn note(&self, msg: impl Into<String>) {
@@ -623,7 +640,7 @@ fn cached(root: &Path) -> Option<GuestFiles> {
     };
     let kernel = file("kernel", "kernel_size")?;
     let initrd = file("initrd", "initrd_size")?;
-    let mut head = [0u8; crate::loader::IMAGE_HEADER_SIZE];
+    let mut head = [0u8; image::IMAGE_HEADER_SIZE];
     fs::File::open(&kernel).ok()?.read_exact(&mut head).ok()?;
     parse_image_header(&head).ok()?;
     Some(GuestFiles {
@@ -695,7 +712,7 @@ mod tests {
 
     fn fake_image() -> Vec<u8> {
         let mut k = vec![0u8; 4096];
-        k[0x38..0x3c].copy_from_slice(crate::loader::IMAGE_MAGIC2);
+        k[0x38..0x3c].copy_from_slice(image::IMAGE_MAGIC2);
         k
     }
 
@@ -796,7 +813,7 @@ mod tests {
         assert_eq!(find_moddir(s, "other").unwrap().1, "7.2.13+deb14-riscv64");
     }
 
-    /// Fetches for real (network). `cargo test -p duvisor guest_fetch -- --ignored`
+    /// Fetches for real (network). `cargo test -p guest-fetch -- --ignored`
     #[test]
     #[ignore]
     fn fetch_for_real() {

@@ -18,6 +18,9 @@ pub const WANTED_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net",
 /// The line `/init` prints once the guest is set up, just before the shell starts.
 pub const READY_MARKER: &str = "duvisor-guest: ready";
 
+/// Printed by busybox ash when the guest's interactive shell starts.
+pub const SHELL_BANNER: &str = "built-in shell (ash)";
+
 /// A kernel module picked for the initramfs.
 #[derive(Debug, Clone)]
 pub struct Module {
@@ -443,7 +446,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guest_fetch::cpio::tests::parse_newc;
+    use crate::cpio::tests::parse_newc;
 
     /// A minimal ELF64 LE relocatable with a `.modinfo` section.
     fn fake_module(modinfo: &[&str]) -> Vec<u8> {
@@ -510,7 +513,7 @@ mod tests {
 
     #[test]
     fn resolves_in_dependency_order() {
-        let dir = crate::guest_fetch::testutil::TempDir::new("mods");
+        let dir = crate::testutil::TempDir::new("mods");
         let md = dir.path();
         fs::create_dir_all(md.join("kernel/drivers/net")).unwrap();
         fs::create_dir_all(md.join("kernel/net/core")).unwrap();
@@ -595,7 +598,7 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces() {
-        let dir = crate::guest_fetch::testutil::TempDir::new("atomic");
+        let dir = crate::testutil::TempDir::new("atomic");
         let p = dir.path().join("f");
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();

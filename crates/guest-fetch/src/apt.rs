@@ -203,7 +203,7 @@ pub fn run(mut cmd: Command, what: &str) -> Result<String> {
         .with_context(|| format!("{what}: cannot run {:?}", cmd.get_program()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    tracing::debug!(target: "duvisor::guest_fetch", "{what}: {}\n{stdout}{stderr}", out.status);
+    tracing::debug!(target: "guest_fetch", "{what}: {}\n{stdout}{stderr}", out.status);
     if !out.status.success() {
         bail!(
             "{what} failed ({}):\n{}",
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn prepare_creates_the_private_tree() {
-        let dir = crate::guest_fetch::testutil::TempDir::new("apt");
+        let dir = crate::testutil::TempDir::new("apt");
         let env = AptEnv::new(dir.path(), "sid", DEFAULT_MIRROR);
         env.prepare().unwrap();
         let p = dir.path();
