@@ -114,9 +114,11 @@ impl Console {
         self.stdin.flush().unwrap();
     }
 
-    /// The value of the first `TAG=value` line from `from` on.
+    /// The value of the first `TAG=value` line from `from` on. Not anchored at a line start:
+    /// bash's bracketed-paste escape (`ESC[?2004l`) comes before the output's first line.
+    /// The typed commands split their tags (`"ST""ATE="`), so their echo never matches.
     fn value(&mut self, tag: &str, from: usize, timeout: Duration) -> String {
-        let at = self.expect(&format!("\n{tag}="), from, timeout);
+        let at = self.expect(&format!("{tag}="), from, timeout);
         let end = self.expect("\n", at, timeout);
         self.text[at..end].trim().to_string()
     }
