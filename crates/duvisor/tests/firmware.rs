@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 
 /// Debian's S-mode U-Boot for QEMU `virt` (scripts/install-deps.sh installs it).
-const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
+use guest_fetch::disk::UBOOT;
 const TIMEOUT: Duration = Duration::from_secs(240);
 
 fn run_ok(cmd: &mut Command) {
